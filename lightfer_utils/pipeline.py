@@ -1,0 +1,113 @@
+"""tf.data input pipelines with seeded, stateless augmentation.
+
+Every random draw is a stateless function of (seed, epoch, batch index), so epoch k yields the
+same batches in any process: training resumed from a checkpoint sees exactly what an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+
+from lightfer_utils import IMAGE_SIZE, NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    flip: bool = True
+    max_shift: float = 0.1  # fraction of the image side
+    max_rotation_deg: float = 10.0
+    max_zoom: float = 0.1  # scale in [1 - z, 1 + z]
+    max_brightness: float = 0.15  # fraction of 255
+    max_contrast: float = 0.2  # factor in [1 - c, 1 + c]
+
+    def as_dict(self) -> dict[str, float | bool]:
+        return asdict(self)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor:
+    """Random flip, shift/rotation/zoom (one affine warp) and brightness/contrast on a batch of
+    float32 [B, 48, 48, 1] faces in 0..255; ``seed`` is an int64 [2] stateless seed."""
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+    if aug.flip:
+        flip = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
+        images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    angle = tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * (aug.max_rotation_deg * math.pi / 180)
+    zoom = 1.0 + tf.random.stateless_uniform([batch], seeds[2], -1.0, 1.0) * aug.max_zoom
+    shift = tf.random.stateless_uniform([batch, 2], seeds[3], -1.0, 1.0) * (aug.max_shift * IMAGE_SIZE)
+    # ImageProjectiveTransformV3 maps each output pixel to an input pixel: invert
+    # out = zoom * R(angle) (in - c) + c + shift.
+    center = (IMAGE_SIZE - 1) / 2.0
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    ox, oy = center + shift[:, 0], center + shift[:, 1]
+    a0, a1, b0, b1 = cos, sin, -sin, cos
+    a2 = center - (a0 * ox + a1 * oy)
+    b2 = center - (b0 * ox + b1 * oy)
+    zeros = tf.zeros_like(a0)
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    images = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=[IMAGE_SIZE, IMAGE_SIZE],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT",
+    )
+    contrast = 1.0 + tf.random.stateless_uniform([batch, 1, 1, 1], seeds[4], -1.0, 1.0) * aug.max_contrast
+    brightness = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[5], -1.0, 1.0) * (aug.max_brightness * 255)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 255.0)
+
+
+def _targets(labels: np.ndarray) -> np.ndarray:
+    """One-hot (or already soft [N, 7]) float32 targets."""
+    if labels.ndim == 2:
+        return labels.astype(np.float32)
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    return math.ceil(count / batch_size)
+
+
+def training_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    first_epoch: int = 0,
+    augmentation: Augmentation | None = Augmentation(),
+) -> tf.data.Dataset:
+    """Endless stream of epochs (shuffled, augmented), starting at ``first_epoch``.
+
+    Use with ``steps_per_epoch(len(images), batch_size)``. labels: class indices [N] or soft
+    targets [N, 7]; the stream yields float32 faces [B, 48, 48, 1] and targets [B, 7].
+    """
+    x = tf.constant(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=tf.uint8)
+    y = tf.constant(_targets(labels))
+    count = len(images)
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+
+        def load(step: tf.Tensor, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            faces = tf.cast(tf.gather(x, index), tf.float32)
+            if augmentation is not None:
+                batch_seed = tf.stack([tf.cast(seed, tf.int64) * 100003 + epoch, step])
+                faces = augment_batch(faces, batch_seed, augmentation)
+            return faces, tf.gather(y, index)
+
+        return batches.map(load, num_parallel_calls=1)
+
+    epochs = tf.data.Dataset.range(first_epoch, 1_000_000)
+    return epochs.flat_map(one_epoch).prefetch(2)
+
+
+def evaluation_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> tf.data.Dataset:
+    """Faces and targets in order, without augmentation."""
+    faces = images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices((faces, _targets(labels))).batch(batch_size).prefetch(2)

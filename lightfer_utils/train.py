@@ -1,0 +1,208 @@
+"""Training with a checkpoint every epoch and exact resume.
+
+A run directory holds ``config.json``, ``state.json`` (epochs done, best PublicTest accuracy,
+early-stopping counter), ``history.csv``, ``checkpoint/`` (model + optimizer, every epoch) and
+``best.keras`` (best PublicTest accuracy). Running the same config on the same directory resumes
+after the last completed epoch; an interrupted epoch is redone from its start, and because the
+input pipeline is a pure function of (seed, epoch), it sees the same batches again.
+PrivateTest is never touched here: model selection uses PublicTest only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+import tf_keras as keras
+
+from lightfer_utils import NUM_CLASSES
+from lightfer_utils.data import FerData
+from lightfer_utils.models import build_model
+from lightfer_utils.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
+
+
+# Checkpoints are committed so that long training continues across sessions: shards of at
+# most 4 MB keep every committed file small.
+CHECKPOINT_OPTIONS = tf.train.CheckpointOptions(
+    experimental_sharding_callback=tf.train.experimental.MaxShardSizePolicy(max_shard_size=4_000_000)
+)
+
+
+@dataclass
+class TrainConfig:
+    model: str = "light_fer_net"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 60
+    batch_size: int = 64  # per replica
+    learning_rate: float = 1e-3  # per replica batch; scaled by the replica count
+    warmup_epochs: int = 2
+    min_learning_rate: float = 1e-5
+    label_smoothing: float = 0.1
+    class_weights: bool = False
+    augmentation: dict[str, Any] | None = field(default_factory=lambda: Augmentation().as_dict())
+    patience: int = 15  # epochs without PublicTest improvement before stopping; 0 = never
+    seed: int = 2022
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirrored under TF_CONFIG, Mirrored over several GPUs, else the default."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def learning_rate_at(epoch: int, config: TrainConfig, replicas: int) -> float:
+    """Linear warm-up, then cosine decay to min_learning_rate, as a function of the epoch."""
+    peak = config.learning_rate * replicas
+    if epoch < config.warmup_epochs:
+        return peak * (epoch + 1) / (config.warmup_epochs + 1)
+    progress = (epoch - config.warmup_epochs) / max(1, config.epochs - config.warmup_epochs)
+    return config.min_learning_rate + 0.5 * (peak - config.min_learning_rate) * (1 + math.cos(math.pi * progress))
+
+
+def class_weight_map(labels: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=NUM_CLASSES).astype(float)
+    return {i: float(len(labels) / (NUM_CLASSES * max(c, 1))) for i, c in enumerate(counts)}
+
+
+class _EpochState(keras.callbacks.Callback):
+    """Saves checkpoint, history row, state and best model at the end of every epoch."""
+
+    def __init__(self, run_dir: Path, manager: tf.train.CheckpointManager, state: dict[str, Any], patience: int):
+        super().__init__()
+        self.run_dir, self.manager, self.state, self.patience = run_dir, manager, state, patience
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = dict(logs or {})
+        seconds = time.time() - self.started
+        improved = logs["val_accuracy"] > self.state["best_val_accuracy"]
+        if improved:
+            self.model.save(self.run_dir / "best.keras")
+            self.state.update(best_val_accuracy=float(logs["val_accuracy"]), best_epoch=epoch + 1, stale_epochs=0)
+        else:
+            self.state["stale_epochs"] += 1
+        self.manager.save(checkpoint_number=epoch + 1, options=CHECKPOINT_OPTIONS)
+        row = {"epoch": epoch + 1, "learning_rate": float(keras.backend.get_value(self.model.optimizer.learning_rate)),
+               "seconds": round(seconds, 1), **{k: float(v) for k, v in logs.items() if k != "lr"}}
+        history = self.run_dir / "history.csv"
+        new_file = not history.exists()
+        with open(history, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        self.state["epochs_done"] = epoch + 1
+        self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + seconds
+        _write_json(self.run_dir / "state.json", self.state)
+        if self.patience and self.state["stale_epochs"] >= self.patience:
+            self.model.stop_training = True
+            self.state["stopped_early"] = True
+            _write_json(self.run_dir / "state.json", self.state)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    partial.replace(path)
+
+
+def _truncate_history(history: Path, epochs_done: int) -> None:
+    """Drop history rows of an epoch that was interrupted after its row was written."""
+    if not history.exists():
+        return
+    with open(history, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = [r for r in rows if int(r["epoch"]) <= epochs_done]
+    if len(kept) != len(rows) and rows:
+        with open(history, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def train(
+    config: TrainConfig,
+    train_data: FerData,
+    val_data: FerData,
+    run_dir: str | os.PathLike[str],
+    verbose: int = 2,
+) -> keras.Model:
+    """Train (or resume) in ``run_dir``; returns the best model by PublicTest accuracy."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    config_file = run / "config.json"
+    if config_file.exists():
+        if json.loads(config_file.read_text()) != json.loads(config.to_json()):
+            raise FileExistsError(
+                f"{run} holds a run with a different config; choose a new directory (runs are never overwritten)"
+            )
+    else:
+        config_file.write_text(config.to_json())
+        (run / "data.json").write_text(json.dumps(
+            {"train_sha256": train_data.sha256, "val_sha256": val_data.sha256,
+             "train_records": len(train_data), "val_records": len(val_data), "origin": train_data.origin},
+            indent=2))
+
+    strategy = distribution_strategy()
+    replicas = strategy.num_replicas_in_sync
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(config.model, **config.model_config)
+        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, run / "checkpoint", max_to_keep=1)
+    state_file = run / "state.json"
+    state: dict[str, Any] = {"epochs_done": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "stale_epochs": 0}
+    if manager.latest_checkpoint and state_file.exists():
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        state = json.loads(state_file.read_text())
+        state["epochs_done"] = int(manager.latest_checkpoint.rsplit("-", 1)[1])
+        _truncate_history(run / "history.csv", state["epochs_done"])
+        print(f"resuming {run} after epoch {state['epochs_done']}")
+    if state.get("stopped_early") or state["epochs_done"] >= config.epochs:
+        print(f"{run} is complete ({state['epochs_done']} epochs)")
+        return keras.models.load_model(run / "best.keras", safe_mode=True)
+
+    batch = config.batch_size * replicas
+    augmentation = Augmentation(**config.augmentation) if config.augmentation else None
+    train_labels = train_data.soft_labels if train_data.soft_labels is not None else train_data.labels
+    val_labels = val_data.soft_labels if val_data.soft_labels is not None else val_data.labels
+    stream = training_dataset(train_data.images, train_labels, batch, config.seed, state["epochs_done"], augmentation)
+    model.fit(
+        stream,
+        epochs=config.epochs,
+        initial_epoch=state["epochs_done"],
+        steps_per_epoch=steps_per_epoch(len(train_data), batch),
+        validation_data=evaluation_dataset(val_data.images, val_labels),
+        class_weight=class_weight_map(train_data.labels) if config.class_weights else None,
+        callbacks=[
+            keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, config, replicas)),
+            _EpochState(run, manager, state, config.patience),
+        ],
+        verbose=verbose,
+    )
+    return keras.models.load_model(run / "best.keras", safe_mode=True)
