@@ -23,7 +23,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lightfer_utils import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 

@@ -2,7 +2,8 @@
 
 A run directory holds ``config.json``, ``state.json`` (epochs done, best PublicTest accuracy,
 early-stopping counter), ``history.csv``, ``checkpoint/`` (model + optimizer, every epoch) and
-``best.keras`` (best PublicTest accuracy). Running the same config on the same directory resumes
+``best_weights.h5`` (weights of the epoch with the best PublicTest accuracy; no optimizer
+state, so it stays small enough to commit). Running the same config on the same directory resumes
 after the last completed epoch; an interrupted epoch is redone from its start, and because the
 input pipeline is a pure function of (seed, epoch), it sees the same batches again.
 PrivateTest is never touched here: model selection uses PublicTest only.
@@ -30,6 +31,8 @@ from lightfer_utils.data import FerData
 from lightfer_utils.models import build_model
 from lightfer_utils.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
 
+
+BEST_WEIGHTS = "best_weights.h5"  # legacy HDF5: layer weights only, no optimizer state
 
 # Checkpoints are committed so that long training continues across sessions: shards of at
 # most 4 MB keep every committed file small.
@@ -96,7 +99,7 @@ class _EpochState(keras.callbacks.Callback):
         seconds = time.time() - self.started
         improved = logs["val_accuracy"] > self.state["best_val_accuracy"]
         if improved:
-            self.model.save(self.run_dir / "best.keras")
+            self.model.save_weights(self.run_dir / BEST_WEIGHTS)
             self.state.update(best_val_accuracy=float(logs["val_accuracy"]), best_epoch=epoch + 1, stale_epochs=0)
         else:
             self.state["stale_epochs"] += 1
@@ -185,7 +188,7 @@ def train(
         print(f"resuming {run} after epoch {state['epochs_done']}")
     if state.get("stopped_early") or state["epochs_done"] >= config.epochs:
         print(f"{run} is complete ({state['epochs_done']} epochs)")
-        return keras.models.load_model(run / "best.keras", safe_mode=True)
+        return load_best(run)
 
     batch = config.batch_size * replicas
     augmentation = Augmentation(**config.augmentation) if config.augmentation else None
@@ -205,4 +208,16 @@ def train(
         ],
         verbose=verbose,
     )
-    return keras.models.load_model(run / "best.keras", safe_mode=True)
+    return load_best(run)
+
+
+def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
+    return TrainConfig(**json.loads((Path(run_dir) / "config.json").read_text()))
+
+
+def load_best(run_dir: str | os.PathLike[str]) -> keras.Model:
+    """The run's model with the weights of its best PublicTest epoch (not compiled)."""
+    config = load_config(run_dir)
+    model = build_model(config.model, **config.model_config)
+    model.load_weights(Path(run_dir) / BEST_WEIGHTS)
+    return model

@@ -1,0 +1,32 @@
+"""Writing a run's artifacts: figures (PNG + PDF) and tables (CSV) under the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def save_figure(fig: plt.Figure, run_dir: str | Path, name: str) -> list[Path]:
+    """Save under run_dir/figures as PNG and PDF, without timestamps, so that a repeated run
+    writes identical bytes."""
+    target = Path(run_dir) / "figures"
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FIGURE_FORMATS:
+        path = target / f"{name}.{fmt}"
+        metadata = {"CreationDate": None} if fmt == "pdf" else {}
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=metadata)
+        paths.append(path)
+    return paths
+
+
+def save_table(table: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
+    target = Path(run_dir) / "tables"
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"{name}.csv"
+    table.to_csv(path)
+    return path

@@ -1,0 +1,208 @@
+"""`lightfer run`: execute the numbered notebooks in order with papermill.
+
+Every parameter is checked before the first notebook starts: the set of known parameters and
+their types is read from the notebooks' cells tagged ``parameters`` (``name: type = default``),
+so a notebook that gains a parameter makes it available to the runner without further code.
+Each run gets its own directory holding the executed notebooks, their artifacts and
+``manifest.json``; an existing directory is never reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm import tqdm
+
+from lightfer_utils.data import load_fer2013, resolve_data_path
+from lightfer_utils.provenance import PROJECT_ROOT, git_revision, host_info, now_iso, package_versions
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+RUNS_DIR = PROJECT_ROOT / "papermill_runs"
+NOTEBOOKS: tuple[str, ...] = (
+    "01_data", "02_xception_baseline", "03_pruning", "04_quantization",
+    "05_export", "06_jetson_benchmark", "07_tables",
+)
+
+# What each profile sets; a value reaches only the notebooks that declare that parameter.
+PROFILES: dict[str, dict[str, Any]] = {
+    # Minutes on 2 CPU cores, seeded, so nbval can check the outputs.
+    "smoke": {"seed": 0, "subset_fraction": 0.05, "epochs": 1},
+    # The full data on this CPU.
+    "cpu": {"seed": 0, "subset_fraction": 1.0},
+    # The paper's setting: stock Xception; for GPU machines.
+    "paper": {"seed": 0, "subset_fraction": 1.0, "model": "xception"},
+}
+
+TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+class ParameterError(ValueError):
+    """A bad run parameter, found before any notebook starts."""
+
+
+@dataclass
+class RunPlan:
+    profile: str
+    run_dir: Path
+    data_path: Path
+    notebooks: list[Path]
+    skipped: list[str]
+    schema: dict[str, str]  # parameter -> type name, from the notebooks' parameters cells
+    parameters: dict[str, Any]  # profile values overridden by the user's -p values
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def parameters_for(self, notebook: Path) -> dict[str, Any]:
+        import papermill
+
+        declared = papermill.inspect_notebook(str(notebook))
+        return {name: value for name, value in self.parameters.items() if name in declared}
+
+
+def coerce(name: str, raw: str, type_name: str) -> Any:
+    """Parse a command-line value as the type its notebook declares; the error names the parameter."""
+    try:
+        if type_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ParameterError(f"parameter {name!r} expects {type_name}, got {raw!r}") from None
+
+
+def parameter_schema(notebooks: list[Path]) -> dict[str, str]:
+    import papermill
+
+    schema: dict[str, str] = {}
+    for notebook in notebooks:
+        for name, spec in papermill.inspect_notebook(str(notebook)).items():
+            type_name = spec["inferred_type_name"]
+            if type_name not in TYPES:
+                raise ParameterError(f"{notebook.name}: parameter {name!r} needs a type annotation (int, float, str, bool)")
+            if schema.setdefault(name, type_name) != type_name:
+                raise ParameterError(f"parameter {name!r} has type {schema[name]} in one notebook, {type_name} in {notebook.name}")
+    return schema
+
+
+def plan_run(
+    profile: str,
+    data: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str] | None = None,
+    assignments: list[str] | tuple[str, ...] = (),
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+) -> RunPlan:
+    """Check everything a run needs -- profile, data path, parameters, run directory."""
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    data_path = resolve_data_path(data).resolve()
+    existing = [notebooks_dir / f"{name}.ipynb" for name in NOTEBOOKS if (notebooks_dir / f"{name}.ipynb").exists()]
+    skipped = [name for name in NOTEBOOKS if not (notebooks_dir / f"{name}.ipynb").exists()]
+    schema = parameter_schema(existing)
+    parameters: dict[str, Any] = {}
+    for name, value in PROFILES[profile].items():
+        if name in schema:
+            parameters[name] = value
+    overrides: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ParameterError(f"-p expects key=value, got {item!r}")
+        if name not in schema:
+            raise ParameterError(f"unknown parameter {name!r}; the notebooks take: {', '.join(sorted(schema))}")
+        overrides[name] = coerce(name, raw, schema[name])
+    parameters.update(overrides)
+    if "data_path" in overrides:
+        raise ParameterError("parameter 'data_path' is set with --data, not -p")
+    run_id = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(out) if out else RUNS_DIR / run_id
+    if run_dir.exists():
+        raise FileExistsError(f"run directory {run_dir} exists; runs are never overwritten -- choose another --out")
+    return RunPlan(profile, run_dir.resolve(), data_path, existing, skipped, schema, parameters, overrides)
+
+
+def _write_manifest(plan: RunPlan, manifest: dict[str, Any]) -> None:
+    path = plan.run_dir / "manifest.json"
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(manifest, indent=2, default=str))
+    partial.replace(path)
+
+
+def execute(plan: RunPlan, kernel_name: str | None = None) -> dict[str, Any]:
+    """Run the planned notebooks; the manifest is updated after each one."""
+    plan.run_dir.mkdir(parents=True, exist_ok=False)
+    dataset = load_fer2013(plan.data_path, strict=bool(plan.parameters.get("strict", True)))
+    manifest: dict[str, Any] = {
+        "run_id": plan.run_dir.name,
+        "profile": plan.profile,
+        "parameters": plan.parameters,
+        "overrides": plan.overrides,
+        "data": {"path": str(plan.data_path), "sha256": dataset.sha256, "records": len(dataset),
+                 "dropped_records": len(dataset.problems)},
+        "git": git_revision(),
+        "packages": package_versions(),
+        "host": host_info(),
+        "started": now_iso(),
+        "finished": None,
+        "status": "running",
+        "notebooks": [{"name": name, "status": "skipped: notebook not written yet"} for name in plan.skipped],
+    }
+    _write_manifest(plan, manifest)
+    for name in plan.skipped:
+        print(f"skipping {name}: notebook not written yet")
+    with _environment(LIGHTFER_DATA=str(plan.data_path)):
+        _execute_notebooks(plan, manifest, kernel_name)
+    manifest.update(status="completed", finished=now_iso())
+    _write_manifest(plan, manifest)
+    return manifest
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Kernels inherit these variables (LIGHTFER_DATA: executed notebooks then hold no host
+    paths); the caller's environment is restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _execute_notebooks(plan: RunPlan, manifest: dict[str, Any], kernel_name: str | None) -> None:
+    import papermill
+
+    for notebook in tqdm(plan.notebooks, desc="notebooks", unit="nb"):
+        entry: dict[str, Any] = {"name": notebook.stem, "started": now_iso()}
+        manifest["notebooks"].append(entry)
+        began = time.time()
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(plan.run_dir / notebook.name), parameters=plan.parameters_for(notebook),
+                cwd=str(plan.run_dir), kernel_name=kernel_name, progress_bar=True,
+            )
+        except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+            entry.update(status="failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__,
+                         seconds=round(time.time() - began, 1))
+            manifest.update(status="failed", finished=now_iso())
+            _write_manifest(plan, manifest)
+            raise
+        entry.update(status="completed", seconds=round(time.time() - began, 1))
+        _write_manifest(plan, manifest)

@@ -1,0 +1,105 @@
+"""The papermill runner: parameters are checked before any notebook runs; runs never overwrite."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lightfer_utils import runner
+from lightfer_utils.cli import main as lightfer
+
+
+def make_notebook(path: Path, parameters: str, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def notebooks(tmp_path) -> Path:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    make_notebook(folder / "01_data.ipynb", 'seed: int = 0\nrun_dir: str = "."\nstrict: bool = True',
+                  'import os, pathlib\npathlib.Path(run_dir, "seen.txt").write_text(f"{seed} {os.environ[\'LIGHTFER_DATA\']}")')
+    make_notebook(folder / "03_pruning.ipynb", "epochs: int = 3\nsubset_fraction: float = 1.0", "print(epochs * subset_fraction)")
+    return folder
+
+
+def plan(notebooks, good_csv, tmp_path, *assignments, profile="smoke", out=None):
+    return runner.plan_run(profile, good_csv[0], out or tmp_path / "run", list(assignments), notebooks_dir=notebooks)
+
+
+def test_plan_types_parameters_and_lists_missing_notebooks(notebooks, good_csv, tmp_path):
+    p = plan(notebooks, good_csv, tmp_path, "seed=7", "subset_fraction=0.5", "strict=false")
+    assert p.schema == {"seed": "int", "run_dir": "str", "strict": "bool", "epochs": "int", "subset_fraction": "float"}
+    assert p.parameters == {"seed": 7, "subset_fraction": 0.5, "epochs": 1, "strict": False}
+    assert p.skipped == ["02_xception_baseline", "04_quantization", "05_export", "06_jetson_benchmark", "07_tables"]
+    assert p.parameters_for(notebooks / "03_pruning.ipynb") == {"epochs": 1, "subset_fraction": 0.5}
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("learning_rate=0.1", "unknown parameter 'learning_rate'"),
+    ("seed=1.5", "parameter 'seed' expects int, got '1.5'"),
+    ("strict=maybe", "parameter 'strict' expects bool, got 'maybe'"),
+    ("subset_fraction=half", "parameter 'subset_fraction' expects float, got 'half'"),
+    ("seed", "-p expects key=value, got 'seed'"),
+])
+def test_bad_parameters_fail_before_anything_runs(notebooks, good_csv, tmp_path, assignment, message):
+    with pytest.raises(runner.ParameterError, match=message):
+        plan(notebooks, good_csv, tmp_path, assignment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_parameter_on_the_command_line_is_one_clear_line(good_csv, tmp_path, capsys):
+    code = lightfer(["run", "--profile", "smoke", "--data", str(good_csv[0]), "--out", str(tmp_path / "r"), "-p", "sed=1"])
+    assert code == 2
+    assert "unknown parameter 'sed'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_profile_and_missing_data(notebooks, good_csv, tmp_path):
+    with pytest.raises(runner.ParameterError, match="unknown profile 'fast'"):
+        plan(notebooks, good_csv, tmp_path, profile="fast")
+    with pytest.raises(FileNotFoundError, match="FER2013 not found"):
+        runner.plan_run("smoke", tmp_path / "missing", tmp_path / "run", [], notebooks_dir=notebooks)
+
+
+def test_existing_run_directory_is_never_overwritten(notebooks, good_csv, tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        plan(notebooks, good_csv, tmp_path)
+
+
+def test_execute_writes_notebooks_and_manifest(notebooks, good_csv, tmp_path):
+    p = plan(notebooks, good_csv, tmp_path, "seed=5")
+    before = os.environ.get("LIGHTFER_DATA")
+    manifest = runner.execute(p)
+    assert os.environ.get("LIGHTFER_DATA") == before  # set for the kernels only
+    run = tmp_path / "run"
+    assert (run / "seen.txt").read_text() == f"5 {good_csv[0].resolve()}"
+    assert (run / "01_data.ipynb").exists() and (run / "03_pruning.ipynb").exists()
+    saved = json.loads((run / "manifest.json").read_text())
+    assert saved == json.loads(json.dumps(manifest, default=str))
+    assert saved["status"] == "completed" and saved["profile"] == "smoke"
+    assert saved["data"]["records"] == 21 and len(saved["data"]["sha256"]) == 64
+    assert saved["parameters"]["seed"] == 5 and saved["overrides"] == {"seed": 5}
+    assert {"commit", "dirty"} <= set(saved["git"]) and saved["packages"]["papermill"]
+    assert saved["host"]["logical_cores"] >= 1 and saved["started"] and saved["finished"]
+    statuses = {n["name"]: n["status"] for n in saved["notebooks"]}
+    assert statuses["01_data"] == "completed" and statuses["07_tables"].startswith("skipped")
+
+
+def test_failing_notebook_marks_the_run_failed(tmp_path, good_csv):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    make_notebook(folder / "01_data.ipynb", "seed: int = 0", "raise RuntimeError('boom')")
+    p = runner.plan_run("smoke", good_csv[0], tmp_path / "run", [], notebooks_dir=folder)
+    with pytest.raises(Exception, match="boom"):
+        runner.execute(p)
+    saved = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert saved["status"] == "failed" and saved["notebooks"][-1]["status"] == "failed"
