@@ -10,18 +10,14 @@ import pandas as pd
 FIGURE_FORMATS = ("png", "pdf")
 
 
-def save_figure(fig: plt.Figure, run_dir: str | Path, name: str) -> list[Path]:
-    """Save under run_dir/figures as PNG and PDF, without timestamps, so that a repeated run
-    writes identical bytes."""
+def save_figure(fig: plt.Figure, run_dir: str | Path, name: str) -> None:
+    """Save as run_dir/figures/<name>.png and .pdf, without timestamps, so that a repeated run
+    writes identical bytes. Returns nothing, so a notebook cell ending in it shows only the figure."""
     target = Path(run_dir) / "figures"
     target.mkdir(parents=True, exist_ok=True)
-    paths = []
     for fmt in FIGURE_FORMATS:
-        path = target / f"{name}.{fmt}"
         metadata = {"CreationDate": None} if fmt == "pdf" else {}
-        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=metadata)
-        paths.append(path)
-    return paths
+        fig.savefig(target / f"{name}.{fmt}", dpi=150, bbox_inches="tight", metadata=metadata)
 
 
 def save_table(table: pd.DataFrame, run_dir: str | Path, name: str) -> Path:

@@ -40,6 +40,27 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_timing(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    from lightfer_utils.data import load_fer2013
+
+    with tempfile.TemporaryDirectory() as cache:
+        started = time.perf_counter()
+        data = load_fer2013(args.source, cache_dir=cache, progress=False)
+        cold = time.perf_counter() - started
+        cached = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            load_fer2013(args.source, cache_dir=cache, progress=False)
+            cached.append(time.perf_counter() - started)
+    print(f"{data.origin}: {len(data)} records, sha256 {data.sha256}")
+    print(f"cold load (decode + validate + write cache): {cold:.2f} s")
+    print(f"cached load: best {min(cached):.3f} s, median {sorted(cached)[len(cached) // 2]:.3f} s of {args.repeat}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightfer", description="Light-FER reproduction package")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("source", type=Path, nargs="?")
     check.add_argument("--limit", type=int, default=50, help="problems to list")
     check.set_defaults(handler=_cmd_data_check)
+    timing = data.add_parser("timing", help="measure a cold and a cached load of the dataset")
+    timing.add_argument("source", type=Path, nargs="?")
+    timing.add_argument("--repeat", type=int, default=5)
+    timing.set_defaults(handler=_cmd_data_timing)
     return parser
 
 

@@ -1,0 +1,30 @@
+# Two commands set up a fresh machine and prove it: `make setup` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= $(LIGHTFER_DATA)
+DATA_ARG := $(if $(DATA),--data $(DATA),)
+
+.PHONY: setup test reproduce smoke-run lab
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name lightfer --display-name "Python (lightfer)"
+
+# Unit tests, then nbval on the committed smoke run (needs FER2013: LIGHTFER_DATA or DATA=...).
+test:
+	LIGHTFER_DATA=$(DATA) $(BIN)/python -m pytest tests
+
+# The main job: every notebook on the full data, on this machine (cpu profile).
+reproduce:
+	$(BIN)/lightfer run --profile cpu $(DATA_ARG)
+
+# Regenerate the committed smoke run that nbval checks (after changing a notebook).
+smoke-run:
+	rm -rf papermill_runs/smoke
+	$(BIN)/lightfer run --profile smoke $(DATA_ARG) --out papermill_runs/smoke
+
+lab:
+	$(BIN)/jupyter lab notebooks
