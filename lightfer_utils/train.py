@@ -148,6 +148,7 @@ def train(
     val_data: FerData,
     run_dir: str | os.PathLike[str],
     verbose: int = 2,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> keras.Model:
     """Train (or resume) in ``run_dir``; returns the best model by PublicTest accuracy."""
     run = Path(run_dir)
@@ -205,6 +206,7 @@ def train(
         callbacks=[
             keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, config, replicas)),
             _EpochState(run, manager, state, config.patience),
+            *(callbacks or []),
         ],
         verbose=verbose,
     )

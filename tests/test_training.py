@@ -1,0 +1,87 @@
+"""Input pipeline determinism and training resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from conftest import random_faces
+from lightfer_utils.data import FerData
+from lightfer_utils.pipeline import Augmentation, augment_batch, training_dataset
+from lightfer_utils.train import TrainConfig, load_best, train
+
+
+def test_augmentation_is_a_function_of_its_seed():
+    faces = tf.constant(random_faces(8).reshape(8, 48, 48, 1).astype(np.float32))
+    aug = Augmentation()
+    a = augment_batch(faces, tf.constant([1, 2], tf.int64), aug).numpy()
+    b = augment_batch(faces, tf.constant([1, 2], tf.int64), aug).numpy()
+    c = augment_batch(faces, tf.constant([1, 3], tf.int64), aug).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert a.shape == (8, 48, 48, 1) and a.min() >= 0 and a.max() <= 255
+
+
+def test_identity_augmentation_leaves_faces_unchanged_and_flip_mirrors():
+    faces = random_faces(4).reshape(4, 48, 48, 1).astype(np.float32)
+    none = Augmentation(flip=False, max_shift=0, max_rotation_deg=0, max_zoom=0, max_brightness=0, max_contrast=0)
+    out = augment_batch(tf.constant(faces), tf.constant([0, 0], tf.int64), none).numpy()
+    np.testing.assert_allclose(out, faces, atol=1e-3)
+    flip_only = Augmentation(flip=True, max_shift=0, max_rotation_deg=0, max_zoom=0, max_brightness=0, max_contrast=0)
+    out = augment_batch(tf.constant(faces), tf.constant([0, 5], tf.int64), flip_only).numpy()
+    for original, result in zip(faces, out):
+        assert np.allclose(result, original, atol=1e-3) or np.allclose(result, original[:, ::-1], atol=1e-3)
+
+
+def test_epoch_k_is_the_same_whether_started_at_0_or_k():
+    faces, labels = random_faces(40), np.arange(40) % 7
+    from_start = list(training_dataset(faces, labels, 16, seed=3).take(6))  # 3 batches per epoch
+    from_two = list(training_dataset(faces, labels, 16, seed=3, first_epoch=1).take(3))
+    for (xa, ya), (xb, yb) in zip(from_start[3:], from_two):
+        np.testing.assert_array_equal(xa.numpy(), xb.numpy())
+        np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+    assert not np.array_equal(from_start[0][0].numpy(), from_start[3][0].numpy())
+
+
+def tiny_split(count: int, seed: int, split: int) -> FerData:
+    return FerData(images=random_faces(count, seed), labels=np.arange(count) % 7, usage=np.full(count, split),
+                   sources=np.array([f"line {i}" for i in range(count)]), csv_rows=np.arange(count),
+                   origin="generated", source_rows=count)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Simulates a kill in the middle of the second epoch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model.optimizer.iterations.numpy() == 6:  # 4 batches per epoch: epoch 2, batch 2
+            raise KeyboardInterrupt
+
+
+def test_interrupted_training_resumes_to_the_same_place(tmp_path):
+    config = TrainConfig(model_config={"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0},
+                         epochs=3, batch_size=16, patience=0, warmup_epochs=1)
+    train_data, val_data = tiny_split(64, 1, 0), tiny_split(21, 2, 1)
+    straight = train(config, train_data, val_data, tmp_path / "straight", verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_data, val_data, tmp_path / "resumed", verbose=0, callbacks=[_Interrupt()])
+    assert json.loads((tmp_path / "resumed" / "state.json").read_text())["epochs_done"] == 1
+    resumed = train(config, train_data, val_data, tmp_path / "resumed", verbose=0)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    rows = (tmp_path / "resumed" / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    final_straight = (tmp_path / "straight" / "checkpoint").glob("ckpt-3.index")
+    assert list(final_straight)
+    assert load_best(tmp_path / "resumed").count_params() == straight.count_params()
+
+
+def test_a_run_directory_is_not_reused_for_another_config(tmp_path):
+    config = TrainConfig(model_config={"widths": (8, 8, 8, 8)}, epochs=1, batch_size=16, patience=0)
+    train(config, tiny_split(32, 1, 0), tiny_split(14, 2, 1), tmp_path / "run", verbose=0)
+    with pytest.raises(FileExistsError, match="different config"):
+        train(TrainConfig(model_config={"widths": (8, 8, 8, 8)}, epochs=2, batch_size=16), tiny_split(32, 1, 0),
+              tiny_split(14, 2, 1), tmp_path / "run", verbose=0)
