@@ -1,0 +1,310 @@
+"""Pruning: tfmot magnitude pruning during fine-tuning (the paper's method), the compression ratio
+R of Eq. 1, and structured channel pruning that rebuilds a smaller dense model.
+
+tfmot only zeroes entries of dense tensors, which no CPU runtime skips (tfmot issues #173, #611).
+`prune_channels` instead removes whole convolution filters with the lowest L1 norm and builds a
+genuinely smaller network, so the saving shows up as latency on every runtime.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tf_keras as keras
+
+from lightfer_utils.data import FerData
+from lightfer_utils.pipeline import steps_per_epoch, training_dataset
+
+PRUNABLE = (keras.layers.Conv2D, keras.layers.Dense)
+PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU, keras.layers.Dropout,
+                keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
+
+
+def fine_tune(
+    model: keras.Model,
+    train_data: FerData,
+    val_data: FerData,
+    epochs: int,
+    learning_rate: float = 2e-4,
+    batch_size: int = 64,
+    label_smoothing: float = 0.1,
+    seed: int = 0,
+    callbacks: list | None = None,
+    verbose: int = 2,
+) -> keras.callbacks.History:
+    """A few epochs of Adam at a low constant rate, with the training pipeline's augmentation."""
+    keras.utils.set_random_seed(seed)  # dropout; also required when op determinism is enabled
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics=["accuracy"])
+    stream = training_dataset(train_data.images, train_data.labels, batch_size, seed=seed)
+    validation = (val_data.images.reshape(-1, 48, 48, 1).astype(np.float32), np.eye(7, dtype=np.float32)[val_data.labels])
+    return model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch(len(train_data), batch_size),
+                     validation_data=validation, callbacks=callbacks or [], verbose=verbose)
+
+
+# --------------------------------------------------------------------------- tfmot (unstructured, 2:4)
+
+
+def magnitude_prune(
+    model: keras.Model,
+    train_data: FerData,
+    val_data: FerData,
+    target_sparsity: float | None,
+    epochs: int,
+    m_by_n: tuple[int, int] | None = None,
+    **fine_tune_args,
+) -> keras.Model:
+    """Pruning during training: every Conv2D/Dense kernel is wrapped by tfmot's
+    `prune_low_magnitude` (PolynomialDecay from 0 to `target_sparsity` over the first 70 % of the
+    steps, or 2:4-style `m_by_n` sparsity), fine-tuned, and stripped back to plain layers."""
+    import tensorflow_model_optimization as tfmot
+
+    sparsity = tfmot.sparsity.keras
+    steps = epochs * steps_per_epoch(len(train_data), fine_tune_args.get("batch_size", 64))
+    frequency = max(1, min(100, steps // 10))  # masks update only every `frequency` steps
+    if m_by_n is None:
+        if not 0 < (target_sparsity or 0) < 1:
+            raise ValueError(f"target sparsity must be in (0, 1), got {target_sparsity}")
+        schedule = sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target_sparsity, begin_step=0,
+                                            end_step=max(frequency, int(steps * 0.7)), frequency=frequency)
+        wrap_args = {"pruning_schedule": schedule}
+    else:
+        wrap_args = {"sparsity_m_by_n": m_by_n}
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        clone = layer.__class__.from_config(layer.get_config())
+        return sparsity.prune_low_magnitude(clone, **wrap_args) if isinstance(layer, PRUNABLE) else clone
+
+    wrapped = keras.models.clone_model(model, clone_function=wrap)
+    wrapped.set_weights(_weights_for_wrapped(model, wrapped))
+    with tempfile.TemporaryDirectory() as logs:
+        fine_tune(wrapped, train_data, val_data, epochs,
+                  callbacks=[sparsity.UpdatePruningStep(), sparsity.PruningSummaries(log_dir=logs)], **fine_tune_args)
+    return sparsity.strip_pruning(wrapped)
+
+
+def _weights_for_wrapped(model: keras.Model, wrapped: keras.Model) -> list[np.ndarray]:
+    """The dense model's weights in the wrapped model's order (masks start at one)."""
+    by_name = {w.name: value for w, value in zip(model.weights, model.get_weights())}
+    values = []
+    for weight in wrapped.weights:
+        name = weight.name.replace("prune_low_magnitude_", "")
+        if name in by_name:
+            values.append(by_name[name])
+        elif "mask" in weight.name:
+            values.append(np.ones(weight.shape, weight.dtype.as_numpy_dtype))
+        else:  # threshold and pruning step
+            values.append(keras.backend.get_value(weight))
+    return values
+
+
+def sparsity_table(model: keras.Model) -> pd.DataFrame:
+    """Per prunable layer: weights, zero weights, sparsity, and filters / input channels that are all zero."""
+    rows = []
+    for layer in model.layers:
+        if not isinstance(layer, PRUNABLE):
+            continue
+        kernel = layer.get_weights()[0]
+        zero = kernel == 0
+        rows.append({"layer": layer.name, "weights": kernel.size, "zero_weights": int(zero.sum()),
+                     "sparsity": float(zero.mean()), "filters": kernel.shape[-1],
+                     "zero_filters": int(zero.reshape(-1, kernel.shape[-1]).all(axis=0).sum()),
+                     "channels": kernel.shape[-2],
+                     "zero_channels": int(np.moveaxis(zero, -2, 0).reshape(kernel.shape[-2], -1).all(axis=1).sum())})
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def compression_ratio(table: pd.DataFrame, original: pd.DataFrame | None = None) -> dict[str, float]:
+    """Eq. 1, R = sum of unpruned / sum of remaining units, over weights, filters and channels.
+
+    `original` is the unpruned model's `sparsity_table` when the pruned model is smaller
+    (structured pruning); by default the units of `table` itself are the unpruned ones.
+    """
+    original = table if original is None else original
+    ratio = {}
+    for unit, zero in (("weights", "zero_weights"), ("filters", "zero_filters"), ("channels", "zero_channels")):
+        remaining = table[unit].sum() - table[zero].sum()
+        ratio[f"R_{unit}"] = round(float(original[unit].sum() / remaining), 3) if remaining else float("inf")
+    return ratio
+
+
+def gzipped_size(path: str | Path) -> int:
+    """Bytes of the file after gzip -9: what zeroed weights save in storage."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9, mtime=0) as archive:
+        archive.write(Path(path).read_bytes())
+    return len(buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- structured (channels)
+
+
+@dataclass
+class ChannelPlan:
+    space_of_output: dict[str, int]  # layer name -> channel space of its output
+    space_of_input: dict[str, int]  # layer name -> channel space of its (first) input
+    frozen: set[int]  # spaces whose width must not change (input, flatten, classes, unsupported layers)
+    producers: dict[int, list[str]]  # space -> Conv2D layers writing it
+
+
+def channel_plan(model: keras.Model) -> ChannelPlan:
+    """Which convolution outputs share a channel space (residual additions tie them together)."""
+    parent: dict[int, int] = {}
+
+    def find(space: int) -> int:
+        while parent[space] != space:
+            space = parent[space]
+        return space
+
+    def new_space() -> int:
+        parent[len(parent)] = len(parent)
+        return len(parent) - 1
+
+    out_space: dict[int, int] = {}  # id(output tensor) -> space
+    by_layer_out: dict[str, int] = {}
+    by_layer_in: dict[str, int] = {}
+    frozen: set[int] = set()
+    for layer in model.layers:
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+        if isinstance(layer, keras.layers.InputLayer):
+            space = new_space()
+            frozen.add(space)
+        else:
+            in_spaces = [out_space[id(t)] for t in inputs]
+            by_layer_in[layer.name] = in_spaces[0]
+            if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D and layer.groups == 1:
+                space = new_space()
+            elif isinstance(layer, keras.layers.Dense):
+                space = new_space()
+                frozen.add(space)
+            elif isinstance(layer, PASS_THROUGH):
+                space = in_spaces[0]
+            elif isinstance(layer, keras.layers.Add):
+                space = in_spaces[0]
+                for other in in_spaces[1:]:
+                    parent[find(other)] = find(space)
+            else:  # Rescaling, Flatten, SeparableConv2D, resizing...: keep everything around it as is
+                frozen.update(in_spaces)
+                space = new_space()
+                frozen.add(space)
+        out_space[id(layer.output)] = space
+        by_layer_out[layer.name] = space
+    resolve = {k: find(v) for k, v in by_layer_out.items()}
+    producers: dict[int, list[str]] = {}
+    for layer in model.layers:
+        if type(layer) is keras.layers.Conv2D:
+            producers.setdefault(resolve[layer.name], []).append(layer.name)
+    return ChannelPlan(space_of_output=resolve, space_of_input={k: find(v) for k, v in by_layer_in.items()},
+                       frozen={find(s) for s in frozen}, producers=producers)
+
+
+def channel_importance(model: keras.Model, plan: ChannelPlan) -> dict[int, np.ndarray]:
+    """L1 norm of each output filter, normalised per layer, summed over the layers writing a space."""
+    scores = {}
+    for space, names in plan.producers.items():
+        if space in plan.frozen:
+            continue
+        total = 0.0
+        for name in names:
+            kernel = model.get_layer(name).get_weights()[0]
+            l1 = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+            total = total + l1 / max(float(l1.mean()), 1e-12)
+        scores[space] = total
+    return scores
+
+
+def prune_channels(model: keras.Model, keep_fraction: float, min_channels: int = 8) -> tuple[keras.Model, pd.DataFrame]:
+    """A smaller dense copy of `model` keeping the `keep_fraction` most important channels of
+    every free channel space (L1 criterion), with the surviving weights copied over."""
+    if not 0 < keep_fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    plan = channel_plan(model)
+    keep: dict[int, np.ndarray] = {}
+    rows = []
+    for space, score in channel_importance(model, plan).items():
+        count = min(len(score), max(min_channels, int(round(len(score) * keep_fraction))))
+        keep[space] = np.sort(np.argsort(-score, kind="stable")[:count])
+        rows.append({"layers": ", ".join(plan.producers[space]), "channels": len(score), "kept": count})
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if type(layer) is keras.layers.Conv2D and plan.space_of_output[layer.name] in keep:
+            config["filters"] = len(keep[plan.space_of_output[layer.name]])
+        return layer.__class__.from_config(config)
+
+    smaller = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, smaller.layers):
+        weights = old.get_weights()
+        if not weights:
+            continue
+        in_keep = keep.get(plan.space_of_input.get(old.name, -1))
+        out_keep = keep.get(plan.space_of_output[old.name])
+        if isinstance(old, keras.layers.Conv2D):
+            kernel = weights[0]
+            if in_keep is not None:
+                kernel = kernel[:, :, in_keep, :]
+            if out_keep is not None:
+                kernel = kernel[..., out_keep]
+                weights = [kernel] + [w[out_keep] for w in weights[1:]]
+            else:
+                weights = [kernel] + weights[1:]
+        elif isinstance(old, keras.layers.Dense) and in_keep is not None:
+            weights = [weights[0][in_keep]] + weights[1:]
+        elif isinstance(old, keras.layers.BatchNormalization) and out_keep is not None:
+            weights = [w[out_keep] for w in weights]
+        new.set_weights(weights)
+    return smaller, pd.DataFrame(rows)
+
+
+def onnx_latency(model: keras.Model, faces: np.ndarray, iterations: int = 200, threads: int = 0) -> dict[str, float]:
+    """Batch-1 latency of `model` exported to ONNX and run by ONNX Runtime's CPU provider."""
+    from lightfer_utils.benchmark import time_predictor
+    from lightfer_utils.export import export_onnx
+    from lightfer_utils.predictor import OnnxPredictor
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = export_onnx(model, Path(scratch) / "model.onnx")
+        predictor = OnnxPredictor(path, threads=threads)
+        return time_predictor(predictor, faces, 1, iterations=iterations)
+
+
+
+def variant_row(
+    name: str,
+    model: keras.Model,
+    validation: FerData,
+    test: FerData,
+    saved: Path,
+    latency_iterations: int,
+    original: pd.DataFrame,
+) -> dict[str, float | int | str]:
+    """One line of the pruning table: size (plain and gzipped), non-zero kernel weights, R of
+    Eq. 1 against the `original` (dense) model's sparsity table, FLOPs, PublicTest and
+    PrivateTest accuracy, and ONNX Runtime batch-1 latency."""
+    from lightfer_utils.evaluate import count_flops, evaluate, keras_predictor
+
+    weights_only = keras.models.clone_model(model)  # uncompiled: the file holds no optimizer state
+    weights_only.set_weights(model.get_weights())
+    weights_only.save(saved)
+    predict = keras_predictor(model)
+    weights = [w for layer in model.layers if isinstance(layer, PRUNABLE) for w in layer.get_weights()[:1]]
+    return {
+        "variant": name,
+        "parameters": model.count_params(),
+        "nonzero_kernel_weights": int(sum(np.count_nonzero(w) for w in weights)),
+        **compression_ratio(sparsity_table(model), original),
+        "mflops": round(count_flops(model) / 1e6, 1),
+        "file_kb": round(saved.stat().st_size / 1024, 1),
+        "gzipped_kb": round(gzipped_size(saved) / 1024, 1),
+        "PublicTest_accuracy": round(evaluate(predict, validation.images, validation.labels).accuracy, 4),
+        "PrivateTest_accuracy": round(evaluate(predict, test.images, test.labels).accuracy, 4),
+        "onnx_latency_b1_ms": round(onnx_latency(model, test.images[:256], latency_iterations)["latency_p50_ms"], 3),
+    }

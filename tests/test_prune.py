@@ -1,0 +1,79 @@
+"""Structured channel pruning, tfmot magnitude pruning, and the compression ratio of Eq. 1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tf_keras as keras
+
+from conftest import random_faces
+from lightfer_utils.models import build_model
+from lightfer_utils.prune import (channel_plan, compression_ratio, magnitude_prune, prune_channels, sparsity_table)
+from test_training import tiny_split
+
+TINY = {"widths": (8, 16, 16, 16), "blocks": (0, 1, 1, 1), "dropout": 0.0}
+
+
+def test_residual_additions_tie_channel_spaces():
+    # widths 16, 16, 16 after the stem: stages 2 and 3 add identity shortcuts, so every block
+    # output shares stage 1's channels; inner convolutions and the stem are free
+    plan = channel_plan(build_model("light_fer_net", **TINY))
+    groups = sorted(plan.producers.values())
+    assert ["stage1_block0_b_conv", "stage1_block0_proj", "stage2_block0_b_conv", "stage3_block0_b_conv"] in groups
+    assert ["stem_conv"] in groups and ["stage2_block0_a_conv"] in groups and len(groups) == 5
+
+
+def test_keeping_every_channel_reproduces_the_model():
+    model = build_model("light_fer_net", **TINY)
+    same, _ = prune_channels(model, 1.0)
+    faces = random_faces(4).reshape(4, 48, 48, 1).astype(np.float32)
+    np.testing.assert_allclose(same(faces).numpy(), model(faces).numpy(), atol=1e-6)
+
+
+def test_removing_dead_filters_changes_nothing_and_shrinks_the_model():
+    face = keras.Input((48, 48, 1))
+    x = keras.layers.Conv2D(8, 3, use_bias=False, activation="relu", name="a")(face)
+    x = keras.layers.Conv2D(8, 3, use_bias=False, activation="relu", name="b")(x)
+    out = keras.layers.Dense(7, activation="softmax", name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(face, out)
+    dead = [1, 3, 4, 6]
+    for name in ("a", "b"):
+        kernel = model.get_layer(name).get_weights()[0]
+        kernel[..., dead] = 0
+        model.get_layer(name).set_weights([kernel])
+    smaller, table = prune_channels(model, 0.5, min_channels=1)
+    assert table["kept"].tolist() == [4, 4]
+    assert smaller.get_layer("a").filters == 4 and smaller.count_params() < model.count_params()
+    faces = random_faces(3).reshape(3, 48, 48, 1).astype(np.float32)
+    np.testing.assert_allclose(smaller(faces).numpy(), model(faces).numpy(), atol=1e-5)
+
+
+def test_compression_ratio_counts_weights_filters_and_channels():
+    table = pd.DataFrame({"weights": [100, 300], "zero_weights": [50, 250], "filters": [10, 20], "zero_filters": [0, 10],
+                          "channels": [4, 10], "zero_channels": [0, 5]})
+    assert compression_ratio(table) == {"R_weights": 4.0, "R_filters": 1.5, "R_channels": round(14 / 9, 3)}
+
+
+@pytest.mark.parametrize("kind", ["polynomial", "2:4"])
+def test_magnitude_pruning_during_training_reaches_its_sparsity(kind):
+    model = build_model("light_fer_net", **TINY)
+    train_data, val_data = tiny_split(64, 1, 0), tiny_split(14, 2, 1)
+    if kind == "polynomial":
+        pruned = magnitude_prune(model, train_data, val_data, 0.6, epochs=2, batch_size=8, verbose=0)
+    else:
+        pruned = magnitude_prune(model, train_data, val_data, None, epochs=1, m_by_n=(2, 4), batch_size=8, verbose=0)
+    table = sparsity_table(pruned)
+    assert not any("prune" in layer.name for layer in pruned.layers)  # stripped back to plain layers
+    convs = table.loc[[n for n in table.index if n.endswith(("_conv", "_proj"))]]
+    if kind == "polynomial":
+        assert convs["sparsity"].between(0.55, 0.65).all(), convs["sparsity"]
+    else:  # two of every four weights along the input channels
+        assert convs.loc[convs["channels"] % 4 == 0, "sparsity"].between(0.49, 0.51).all()
+
+
+def test_compression_ratio_of_a_smaller_model_counts_against_the_original():
+    model = build_model("light_fer_net", **TINY)
+    smaller, _ = prune_channels(model, 0.5)
+    ratio = compression_ratio(sparsity_table(smaller), sparsity_table(model))
+    assert 2.5 < ratio["R_weights"] < 4.5 and ratio["R_filters"] > 1.5 and ratio["R_channels"] > 1.5
