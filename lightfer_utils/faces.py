@@ -1,0 +1,197 @@
+"""The face stage: dlib's HOG frontal face detector and 68-point shape predictor (iBUG 300-W, from
+the face-recognition-models package), eye-line alignment, and 48x48 gray crops framed like FER2013.
+
+Needs numpy, dlib, Pillow and OpenCV only (no TensorFlow) and no syntax newer than Python 3.6,
+so it runs in the edge install and on JetPack 4.6.
+"""
+
+import math
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+
+PathLike = Union[str, Path]
+
+import numpy as np
+
+FACE_SIZE = 48
+LEFT_EYE = slice(36, 42)  # landmarks of the eye on the image's left (the subject's right eye)
+RIGHT_EYE = slice(42, 48)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+class ImageReadError(ValueError):
+    """A file that is not a readable image (or video)."""
+
+
+class Face(NamedTuple):
+    box: Tuple[int, int, int, int]  # left, top, right, bottom in the original image's pixels
+    landmarks: np.ndarray  # [68, 2] (x, y) in the original image's pixels
+    crop: np.ndarray  # uint8 [48, 48], aligned
+    roll_degrees: float  # rotation applied to level the eyes
+
+
+class StageTimes:
+    """Seconds spent per stage, accumulated over calls."""
+
+    def __init__(self) -> None:
+        self.detect = self.landmarks = self.align = self.classify = 0.0
+        self.frames = self.faces = 0
+
+    def per_frame_ms(self) -> Dict[str, float]:
+        frames = max(self.frames, 1)
+        stages = {"detect": self.detect, "landmarks": self.landmarks, "align": self.align, "classify": self.classify}
+        result = {f"{k}_ms": 1000 * v / frames for k, v in stages.items()}
+        result["total_ms"] = sum(result.values())
+        result["fps"] = 1000 / result["total_ms"] if result["total_ms"] else float("inf")
+        return result
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Any image file as 8-bit gray [H, W]: RGB(A), palette, 16-bit and gray images; EXIF
+    rotation applied. The file is only read."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    source = Path(path)
+    if not source.is_file():
+        raise ImageReadError("{}: no such file".format(source))
+    if source.stat().st_size == 0:
+        raise ImageReadError(f"{source}: empty file (0 bytes)")
+    try:
+        with Image.open(source) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_gray(image)
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{source}: not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or damaged data
+        raise ImageReadError(f"{source}: damaged or truncated image ({err})") from None
+
+
+def to_gray(image) -> np.ndarray:
+    """A Pillow image of any mode as uint8 gray; 16/32-bit images are scaled, not clipped."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = values.max()
+        return (values * (255.0 / top)).round().astype(np.uint8) if top > 0 else np.zeros(values.shape, np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))  # transparent pixels become white
+        background.alpha_composite(image)
+        image = background
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+class FaceStage:
+    """Detect faces, find 68 landmarks, level the eyes and crop 48x48 faces framed like FER2013."""
+
+    def __init__(self, upsample: int = 0, max_side: int = 960, margin: float = 0.25, predictor_path: Optional[str] = None):
+        import dlib
+
+        if predictor_path is None:
+            import face_recognition_models
+
+            predictor_path = face_recognition_models.pose_predictor_model_location()
+        if not Path(predictor_path).is_file():
+            raise FileNotFoundError(f"dlib shape predictor not found: {predictor_path}")
+        self.detector = dlib.get_frontal_face_detector()
+        self.shape_predictor = dlib.shape_predictor(str(predictor_path))
+        self.upsample = upsample
+        self.max_side = max_side
+        self.margin = margin
+        self.times = StageTimes()
+
+    def __call__(self, gray: np.ndarray) -> List[Face]:
+        import cv2
+        import dlib
+
+        gray = np.ascontiguousarray(gray, dtype=np.uint8)
+        if gray.ndim != 2:
+            raise ValueError(f"expected a gray image [H, W], got shape {gray.shape}")
+        start = time.perf_counter()
+        scale = min(1.0, self.max_side / max(gray.shape))  # huge images: detect on a smaller copy
+        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        boxes = [(r.left() / scale, r.top() / scale, r.right() / scale, r.bottom() / scale)
+                 for r in self.detector(small, self.upsample)]
+        detected = time.perf_counter()
+        shapes = []
+        for left, top, right, bottom in boxes:
+            shape = self.shape_predictor(gray, dlib.rectangle(int(left), int(top), int(right), int(bottom)))
+            shapes.append(np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32))
+        located = time.perf_counter()
+        faces = []
+        for (left, top, right, bottom), points in zip(boxes, shapes):
+            crop, roll = self.align(gray, points, (left, top, right, bottom))
+            box = (int(round(left)), int(round(top)), int(round(right)), int(round(bottom)))
+            faces.append(Face(box=box, landmarks=points, crop=crop, roll_degrees=roll))
+        aligned = time.perf_counter()
+        self.times.detect += detected - start
+        self.times.landmarks += located - detected
+        self.times.align += aligned - located
+        self.times.frames += 1
+        self.times.faces += len(faces)
+        return faces
+
+    def align(self, gray: np.ndarray, points: np.ndarray, box: Tuple[float, float, float, float]) -> Tuple[np.ndarray, float]:
+        """Rotate about the face centre so the eye line is level, then cut a square of the box size
+        plus `margin` (FER2013 crops show the whole face with a little hair and chin) and resize."""
+        import cv2
+
+        left_eye, right_eye = points[LEFT_EYE].mean(axis=0), points[RIGHT_EYE].mean(axis=0)
+        roll = math.degrees(math.atan2(right_eye[1] - left_eye[1], right_eye[0] - left_eye[0]))
+        centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        side = max(box[2] - box[0], box[3] - box[1]) * (1 + self.margin)
+        rotation = cv2.getRotationMatrix2D(centre, roll, 1.0)
+        # shift so the square around the centre lands at the origin, then scale it to 48x48
+        rotation[:, 2] += np.array([side / 2 - centre[0], side / 2 - centre[1]])
+        scale = FACE_SIZE / side
+        affine = rotation * scale
+        crop = cv2.warpAffine(gray, affine, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_AREA,
+                              borderMode=cv2.BORDER_REPLICATE)
+        return crop, roll
+
+
+def video_frames(path: PathLike, every: int = 1) -> Iterator[Tuple[int, np.ndarray]]:
+    """(frame index, gray frame) for every `every`-th frame of a video file."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ImageReadError(f"{path}: not a video OpenCV can read")
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % every == 0:
+                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            index += 1
+        if index == 0:
+            raise ImageReadError(f"{path}: no readable frames")
+    finally:
+        capture.release()
+
+
+def video_frame_count(path: PathLike) -> int:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
+
+
+def classify_faces(stage: FaceStage, predictor, gray: np.ndarray) -> List[Tuple[Face, np.ndarray]]:
+    """(face, probabilities) for every face in a gray frame; classify time goes to stage.times."""
+    faces = stage(gray)
+    if not faces:
+        return []
+    start = time.perf_counter()
+    probabilities = predictor(np.stack([f.crop for f in faces]).astype(np.float32))
+    stage.times.classify += time.perf_counter() - start
+    return list(zip(faces, probabilities))

@@ -1,0 +1,205 @@
+"""Face stage and `lightfer predict`: the astronaut from scikit-image, tiled, rotated and saved in
+every pixel format; a planted bad file of each kind; the same top class on every runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from lightfer_utils.cli import main
+from lightfer_utils.faces import FaceStage, ImageReadError, read_image
+from lightfer_utils.predict import predict_files
+from lightfer_utils.predictor import load_predictor
+
+ASTRONAUT_BOX = (179, 83, 266, 170)  # measured once; the face is on the upper middle of the image
+
+
+@pytest.fixture(scope="module")
+def stage() -> FaceStage:
+    return FaceStage()
+
+
+@pytest.fixture(scope="module")
+def astronaut_rgb() -> np.ndarray:
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """One small randomly initialised network in all three formats."""
+    import tf_keras as keras
+
+    from lightfer_utils.export import export_onnx
+    from lightfer_utils.models import build_model
+    from lightfer_utils.quantize import convert_tflite
+
+    keras.utils.set_random_seed(3)
+    model = build_model("light_fer_net", widths=(8, 16, 16, 16), blocks=(0, 1, 1, 1), dropout=0.0)
+    folder = tmp_path_factory.mktemp("models")
+    paths = {"keras": folder / "m.keras", "onnx": folder / "m.onnx", "tflite": folder / "m.tflite"}
+    model.save(paths["keras"])
+    export_onnx(model, paths["onnx"])
+    paths["tflite"].write_bytes(convert_tflite(model, "fp32"))
+    return paths
+
+
+def near(box, expected, tolerance=12):
+    return all(abs(a - b) <= tolerance for a, b in zip(box, expected))
+
+
+def same_face(box, expected, scale=1.0):
+    """Same centre (within 10 % of the face size) and a size within 40 %: a detection at another
+    image scale (large images are detected on a downscaled copy) frames the face a little differently."""
+    size = (expected[2] - expected[0]) * scale
+    centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+    expected_centre = np.array([(expected[0] + expected[2]) / 2, (expected[1] + expected[3]) / 2]) * scale
+    return np.abs(centre - expected_centre).max() <= 0.1 * size and abs((box[2] - box[0]) - size) <= 0.4 * size
+
+
+def test_astronaut_has_one_face_with_landmarks_and_a_48x48_crop(stage, astronaut_rgb):
+    faces = stage(cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY))
+    assert len(faces) == 1
+    face = faces[0]
+    assert near(face.box, ASTRONAUT_BOX)
+    assert face.landmarks.shape == (68, 2) and face.crop.shape == (48, 48) and face.crop.dtype == np.uint8
+    left, top, right, bottom = face.box
+    assert ((face.landmarks[:, 0] > left - 20) & (face.landmarks[:, 0] < right + 20)).all()
+    assert abs(face.roll_degrees) < 10
+
+
+def test_tiled_image_gives_one_result_per_face(stage, astronaut_rgb):
+    gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
+    faces = sorted(stage(np.hstack([gray, gray, gray])), key=lambda f: f.box[0])
+    assert len(faces) == 3
+    for i, face in enumerate(faces):
+        assert same_face(face.box, (ASTRONAUT_BOX[0] + 512 * i, ASTRONAUT_BOX[1], ASTRONAUT_BOX[2] + 512 * i, ASTRONAUT_BOX[3]))
+
+
+@pytest.mark.parametrize("angle", [-15, 15])
+def test_alignment_levels_a_tilted_face(stage, astronaut_rgb, angle):
+    gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
+    upright = stage(gray)[0]
+    centre = tuple(float(v) for v in np.mean(np.reshape(upright.box, (2, 2)), axis=0))
+    tilted = cv2.warpAffine(gray, cv2.getRotationMatrix2D(centre, angle, 1.0), gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+    face = stage(tilted)[0]
+    assert face.roll_degrees - upright.roll_degrees == pytest.approx(-angle, abs=4)
+    correlation = np.corrcoef(face.crop.ravel().astype(float), upright.crop.ravel().astype(float))[0, 1]
+    assert correlation > 0.8
+
+
+def test_images_without_a_face(stage):
+    rng = np.random.default_rng(0)
+    assert stage(rng.integers(0, 256, (240, 320), dtype=np.uint8)) == []
+    assert stage(np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))) == []
+
+
+def test_huge_image_is_detected_downscaled_and_boxed_at_full_resolution(astronaut_rgb):
+    stage = FaceStage(max_side=600)
+    big = cv2.resize(cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY), (4096, 4096), interpolation=cv2.INTER_CUBIC)
+    faces = stage(big)
+    assert len(faces) == 1
+    assert same_face(faces[0].box, ASTRONAUT_BOX, scale=8)
+
+
+def write_pixel_formats(folder: Path, rgb: np.ndarray) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(rgb)
+    gray = np.asarray(image.convert("L"))
+    paths = {"rgb.jpg": image, "gray.png": image.convert("L"), "palette.png": image.convert("P"),
+             "rgba.png": image.convert("RGBA"), "gray16.png": Image.fromarray(gray.astype(np.uint16) * 257)}
+    for name, picture in paths.items():
+        picture.save(folder / name)
+    return [folder / name for name in paths]
+
+
+def test_every_pixel_format_is_read_as_8_bit_gray(tmp_path, astronaut_rgb):
+    reference = np.asarray(Image.fromarray(astronaut_rgb).convert("L"), dtype=float)
+    for path in write_pixel_formats(tmp_path, astronaut_rgb):
+        gray = read_image(path)
+        assert gray.dtype == np.uint8 and gray.shape == (512, 512), path.name
+        assert np.abs(gray - reference).mean() < 12, path.name  # palette and JPEG are lossy
+
+
+def plant_bad_files(folder: Path) -> dict[str, str]:
+    """name -> the reason the error must give."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.png").write_text("not an image at all")
+    good = folder / "whole.png"
+    Image.fromarray(np.full((64, 64), 200, np.uint8)).save(good)
+    (folder / "truncated.png").write_bytes(good.read_bytes()[:60])
+    good.unlink()
+    return {"empty.jpg": "empty file", "notes.png": "not an image", "truncated.png": "damaged or truncated"}
+
+
+def test_each_bad_file_gets_its_own_reason(tmp_path):
+    for name, reason in plant_bad_files(tmp_path).items():
+        with pytest.raises(ImageReadError, match=reason) as caught:
+            read_image(tmp_path / name)
+        assert name in str(caught.value)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_folder_run_goes_past_bad_files_and_modifies_nothing(tmp_path, astronaut_rgb, models, stage):
+    folder = tmp_path / "inputs"
+    write_pixel_formats(folder / "formats", astronaut_rgb)
+    reasons = plant_bad_files(folder / "bad")
+    Image.fromarray(np.full((100, 100), 90, np.uint8)).save(folder / "blank.png")
+    before = digest(folder)
+    run = predict_files([folder, tmp_path / "missing.jpg"], load_predictor(models["onnx"]), stage, progress=False)
+    assert digest(folder) == before
+    assert len(run.rows) == 5 and {Path(r["file"]).name for r in run.rows} == {p.name for p in (folder / "formats").iterdir()}
+    assert len(run.problems) == len(reasons) + 1 and any("missing.jpg" in p for p in run.problems)
+    assert [Path(p).name for p in run.files_without_faces] == ["blank.png"]
+
+
+def test_every_runtime_gives_the_same_top_class(astronaut_rgb, models, stage):
+    crops = np.stack([f.crop for f in stage(cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY))]).astype(np.float32)
+    outputs = {fmt: load_predictor(path)(crops) for fmt, path in models.items()}
+    assert {fmt: int(p.argmax()) for fmt, p in outputs.items()} == {fmt: int(outputs["keras"].argmax()) for fmt in outputs}
+    np.testing.assert_allclose(outputs["onnx"], outputs["keras"], atol=1e-5)
+    np.testing.assert_allclose(outputs["tflite"], outputs["keras"], atol=1e-5)
+
+
+def test_video_every_nth_frame(tmp_path, astronaut_rgb, models, stage):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
+    for _ in range(10):
+        writer.write(cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    run = predict_files([video], load_predictor(models["tflite"]), stage, every=3, progress=False,
+                        annotate_dir=tmp_path / "annotated")
+    astronaut = [r["frame"] for r in run.rows if near((r["left"], r["top"], r["right"], r["bottom"]), ASTRONAUT_BOX)]
+    assert astronaut == [0, 3, 6, 9]  # (MJPG artefacts also make dlib see a face in the mission patch)
+    assert (tmp_path / "annotated" / "clip_annotated.mp4").stat().st_size > 0
+
+
+def test_predict_command(tmp_path, astronaut_rgb, models, capsys):
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut_rgb).save(image)
+    plant_bad_files(tmp_path / "bad")
+    out_csv, out_json = tmp_path / "faces.csv", tmp_path / "faces.json"
+    args = ["predict", str(image), str(tmp_path / "bad"), "--model", str(models["onnx"]), "--csv", str(out_csv),
+            "--json", str(out_json), "--annotate", str(tmp_path / "annotated")]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "astronaut.png" in captured.out and "skipped:" in captured.err and "empty file" in captured.err
+    rows = out_csv.read_text().splitlines()
+    assert len(rows) == 2 and rows[0].startswith("file,frame,face,left,top,right,bottom,p_angry")
+    assert len(json.loads(out_json.read_text())["problems"]) == 3
+    assert (tmp_path / "annotated" / "astronaut_annotated.png").exists()
+    assert main(args) == 2  # existing outputs are never replaced silently
+    assert "exists" in capsys.readouterr().err
+    assert main(["predict", str(image), str(tmp_path / "bad"), "--model", str(models["onnx"]), "--strict"]) == 1
+    assert main(["predict", str(image), "--model", str(tmp_path / "absent.onnx")]) == 2
+    assert "model file not found" in capsys.readouterr().err
