@@ -1,0 +1,112 @@
+"""Timing of predictors: warm-up, N timed calls, latency percentiles and throughput.
+
+This module runs on the Jetson Nano (JetPack 4.6, Python 3.6) with numpy only: no TensorFlow,
+no syntax newer than 3.6 (checked with vermin in the tests).
+"""
+
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+
+def time_predictor(
+    predict: Callable[[np.ndarray], np.ndarray],
+    faces: np.ndarray,
+    batch_size: int,
+    iterations: int = 100,
+    warmup: int = 10,
+) -> Dict[str, float]:
+    """Latency per call (ms: p50, p90, p99, mean) and faces per second for batches of `batch_size`."""
+    if iterations < 1 or batch_size < 1:
+        raise ValueError("iterations and batch_size must be at least 1")
+    faces = np.asarray(faces, dtype=np.float32).reshape(-1, 48, 48, 1)
+    if len(faces) < batch_size:
+        repeats = -(-batch_size // len(faces))
+        faces = np.concatenate([faces] * repeats)
+    batches = [faces[(i * batch_size) % (len(faces) - batch_size + 1):][:batch_size] for i in range(iterations)]
+    for i in range(warmup):
+        predict(batches[i % len(batches)])
+    latencies = np.empty(iterations)
+    for i, batch in enumerate(batches):
+        start = time.perf_counter()
+        predict(batch)
+        latencies[i] = time.perf_counter() - start
+    latencies_ms = latencies * 1000
+    return {
+        "batch_size": batch_size,
+        "iterations": iterations,
+        "latency_p50_ms": float(np.percentile(latencies_ms, 50)),
+        "latency_p90_ms": float(np.percentile(latencies_ms, 90)),
+        "latency_p99_ms": float(np.percentile(latencies_ms, 99)),
+        "latency_mean_ms": float(latencies_ms.mean()),
+        "faces_per_second": float(batch_size * iterations / latencies.sum()),
+    }
+
+
+def benchmark_predictors(
+    predictors: Dict[str, Callable[[np.ndarray], np.ndarray]],
+    faces: np.ndarray,
+    batch_sizes: Sequence[int] = (1, 64),
+    iterations: int = 100,
+    warmup: int = 10,
+) -> List[Dict[str, object]]:
+    """The same harness for every (format, batch size): timing plus resource use while it ran.
+
+    FPS is faces per second (batch 1: frames of one face). Columns follow the paper's Table 4:
+    FPS, power (mW), CPU, GPU and total memory (GB).
+    """
+    from lightfer_utils.resources import ResourceMonitor
+
+    rows = []
+    for name, predict in predictors.items():
+        for batch_size in batch_sizes:
+            batch_iterations = max(5, iterations // batch_size) if batch_size > 1 else iterations
+            with ResourceMonitor() as monitor:
+                timing = time_predictor(predict, faces, batch_size, batch_iterations, warmup)
+            row = {"format": name, "runtime": getattr(predict, "runtime", "unknown")}  # type: Dict[str, object]
+            row.update(timing)
+            row["fps"] = timing["faces_per_second"]
+            row.update(monitor.summary())
+            row["power_source"] = monitor.sources.get("power")
+            row["gpu_memory_source"] = monitor.sources.get("gpu_memory")
+            rows.append(row)
+    return rows
+
+
+def pipeline_benchmark(predictor, stage, frames: np.ndarray, iterations: int = 100, warmup: int = 5) -> Dict[str, float]:
+    """End to end on whole frames (e.g. 640x480): FPS, per-stage ms per frame (detect,
+    landmarks, align, classify) and resource use, with the face stage of lightfer_utils.faces."""
+    from lightfer_utils.faces import StageTimes, classify_faces
+    from lightfer_utils.resources import ResourceMonitor
+
+    for frame in frames[:warmup]:
+        classify_faces(stage, predictor, frame)
+    stage.times = StageTimes()
+    with ResourceMonitor() as monitor:
+        start = time.perf_counter()
+        for i in range(iterations):
+            classify_faces(stage, predictor, frames[i % len(frames)])
+        wall = time.perf_counter() - start
+    result = stage.times.per_frame_ms()
+    result.update({"frames": iterations, "faces": stage.times.faces, "fps": iterations / wall})
+    result.update(monitor.summary())
+    return result
+
+
+RUNTIME_OF_SUFFIX = {".keras": "keras", ".h5": "keras", ".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt"}
+
+
+def discover_models(*folders: Path) -> Dict[str, Path]:
+    """Model files named model[_precision].<suffix> in `folders`, keyed '<runtime>_<precision>'
+    (model.onnx -> onnx_fp32, model_int8.tflite -> tflite_int8, model_fp16.engine -> tensorrt_fp16)."""
+    found = {}  # type: Dict[str, Path]
+    for folder in folders:
+        for path in sorted(Path(folder).glob("model*")):
+            runtime = RUNTIME_OF_SUFFIX.get(path.suffix.lower())
+            if runtime is None or not (path.stem == "model" or path.stem.startswith("model_")):
+                continue
+            precision = path.stem[len("model_"):] if path.stem != "model" else "fp32"
+            found["{}_{}".format(runtime, precision)] = path
+    return found

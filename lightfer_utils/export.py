@@ -1,0 +1,194 @@
+"""Shipping a trained model: Keras and ONNX files plus a model card (JSON + Markdown).
+
+The card records what a user needs to trust and repeat the number: data hashes, architecture
+and config, parameters and FLOPs, PublicTest and PrivateTest metrics (PrivateTest measured
+here, once, after training chose its epoch on PublicTest), training time and hardware, and the
+git revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from lightfer_utils import CLASS_NAMES
+from lightfer_utils.data import FerData
+from lightfer_utils.evaluate import count_flops, count_parameters, evaluate, flip_tta, keras_predictor
+from lightfer_utils.predictor import load_predictor
+from lightfer_utils.provenance import git_revision, host_info, now_iso, package_versions
+
+ONNX_OPSET = 17
+INPUT_CONTRACT = "float32 [N, 48, 48, 1]: raw gray face crops, pixel values 0..255 (normalised inside the model)"
+OUTPUT_CONTRACT = "float32 [N, 7]: class probabilities in FER2013 order " + ", ".join(CLASS_NAMES)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export_onnx(model, path: str | os.PathLike[str], opset: int = ONNX_OPSET) -> Path:
+    """Keras -> ONNX with tf2onnx; the input is named 'face' with a dynamic batch dimension."""
+    import tensorflow as tf
+    import tf2onnx
+
+    target = Path(path)
+    signature = [tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")]
+    tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(target))
+    return target
+
+
+def ship_model(
+    run_dir: str | os.PathLike[str],
+    data: FerData,
+    name: str,
+    models_dir: str | os.PathLike[str],
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a training run's best epoch and write <name>.keras, <name>.onnx and the card."""
+    from lightfer_utils.train import load_best, load_config
+
+    run = Path(run_dir)
+    target = Path(models_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    paths = {fmt: target / f"{name}.{fmt}" for fmt in ("keras", "onnx")}
+    card_json, card_md = target / f"{name}.card.json", target / f"{name}.card.md"
+    existing = [p for p in (*paths.values(), card_json) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(map(str, existing))} exist; pass overwrite=True (CLI: --force) to replace them")
+
+    config = load_config(run)
+    state = json.loads((run / "state.json").read_text())
+    model = load_best(run)
+    model.save(paths["keras"])
+    export_onnx(model, paths["onnx"])
+
+    predict = keras_predictor(model)
+    validation, test = data.split("PublicTest"), data.split("PrivateTest")
+    metrics = {
+        "PublicTest": evaluate(predict, validation.images, validation.labels),
+        "PrivateTest": evaluate(predict, test.images, test.labels),
+        "PrivateTest_flip_tta": evaluate(flip_tta(predict), test.images, test.labels),
+    }
+    onnx_probabilities = load_predictor(paths["onnx"])(test.images)
+    keras_probabilities = predict(test.images)
+    card: dict[str, Any] = {
+        "name": name,
+        "created": now_iso(),
+        "git": git_revision(),
+        "input": INPUT_CONTRACT,
+        "output": OUTPUT_CONTRACT,
+        "architecture": {"builder": config.model, "config": config.model_config,
+                         "parameters": count_parameters(model), "flops_per_face": count_flops(model)},
+        "training": {"config": json.loads(config.to_json()), "epochs_done": state["epochs_done"],
+                     "best_epoch": state["best_epoch"], "stopped_early": bool(state.get("stopped_early")),
+                     "train_hours": round(state.get("train_seconds", 0.0) / 3600, 2),
+                     "run_dir": os.path.relpath(run, target), "hardware": host_info(),
+                     "packages": package_versions(["tensorflow", "tf-keras", "numpy"])},
+        "data": {"sha256": data.sha256, "origin_kind": "csv" if data.csv_rows[0] >= 0 else "folder",
+                 "PublicTest_sha256": validation.sha256, "PrivateTest_sha256": test.sha256,
+                 **json.loads((run / "data.json").read_text())},
+        "metrics": {split: result.summary() for split, result in metrics.items()},
+        "confusion_PrivateTest": metrics["PrivateTest"].confusion.values.tolist(),
+        "onnx_parity_PrivateTest": {
+            "argmax_agreement": float((onnx_probabilities.argmax(1) == keras_probabilities.argmax(1)).mean()),
+            "max_abs_probability_difference": float(np.abs(onnx_probabilities - keras_probabilities).max()),
+        },
+        "files": {fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+                  for fmt, path in paths.items()},
+    }
+    card["files"]["onnx"]["opset"] = ONNX_OPSET
+    card["training"]["config"].pop("model_config", None)
+    card_json.write_text(json.dumps(card, indent=2))
+    card_md.write_text(render_card(card))
+    return card
+
+
+def render_card(card: dict[str, Any]) -> str:
+    arch, training, metrics = card["architecture"], card["training"], card["metrics"]
+    lines = [
+        f"# Model card: {card['name']}",
+        "",
+        f"Generated by `lightfer ship` on {card['created']} from git {card['git']['commit']}"
+        f"{' (uncommitted changes)' if card['git']['dirty'] else ''}; every number below was measured by that command.",
+        "",
+        f"- **Input**: {card['input']}",
+        f"- **Output**: {card['output']}",
+        f"- **Architecture**: `{arch['builder']}` {json.dumps(arch['config'])}; "
+        f"{arch['parameters']['total']:,} parameters ({arch['parameters']['trainable']:,} trainable); "
+        f"{arch['flops_per_face'] / 1e6:.1f} MFLOPs per face",
+        f"- **Training**: {training['epochs_done']} of {training['config']['epochs']} planned epochs"
+        f"{' (stopped early)' if training['stopped_early'] else ''} (best PublicTest epoch {training['best_epoch']}), "
+        f"{training['train_hours']} h on {training['hardware']['cpu']} ({training['hardware']['logical_cores']} cores); "
+        f"state in `{training['run_dir']}`",
+        f"- **Data**: FER2013 sha256 `{card['data']['sha256']}` ({card['data']['origin_kind']} form)",
+        "",
+        "| split | accuracy | macro-F1 | ECE | faces |",
+        "|---|---|---|---|---|",
+    ]
+    for split, m in metrics.items():
+        lines.append(f"| {split} | {m['accuracy'] * 100:.2f} % | {m['macro_f1']:.4f} | {m['ece']:.4f} | {m['count']} |")
+    lines += ["", "Per-class recall on PrivateTest:", "",
+              "| " + " | ".join(CLASS_NAMES) + " |", "|" + "---|" * len(CLASS_NAMES),
+              "| " + " | ".join(f"{metrics['PrivateTest'][f'recall_{c}']:.3f}" for c in CLASS_NAMES) + " |", "",
+              "ONNX vs Keras on PrivateTest: argmax agreement "
+              f"{card['onnx_parity_PrivateTest']['argmax_agreement'] * 100:.2f} %, max |Δp| "
+              f"{card['onnx_parity_PrivateTest']['max_abs_probability_difference']:.2e}.", "",
+              "Files: " + ", ".join(f"`{f['path']}` ({f['bytes'] / 1e6:.2f} MB, sha256 {f['sha256'][:12]}…)"
+                                    for f in card["files"].values()), ""]
+    return "\n".join(lines)
+
+
+PARITY_THRESHOLDS = {"fp32": 0.999, "fp16": 0.995, "int8": 0.98, "dynamic": 0.98}
+
+
+def precision_of(format_name: str) -> str:
+    """'tflite_fp16' -> 'fp16'; formats named without a precision are FP32."""
+    for precision in ("fp16", "int8", "dynamic"):
+        if precision in format_name:
+            return precision
+    return "fp32"
+
+
+def check_parity(table, reference: str, thresholds: dict[str, float] = PARITY_THRESHOLDS):
+    """Adds each format's required argmax agreement and raises naming every format below it."""
+    agreement = table[f"argmax_agreement_vs_{reference}"]
+    table = table.assign(required=[thresholds[precision_of(name)] for name in table.index])
+    table["passed"] = agreement >= table["required"]
+    failed = table.index[~table["passed"]].tolist()
+    if failed:
+        details = ", ".join(f"{n} ({agreement[n]:.2%} < {table.loc[n, 'required']:.1%})" for n in failed)
+        raise AssertionError(f"parity failed against {reference}: {details}")
+    return table
+
+
+def gpu_predictors(onnx_fp32: Path, out_dir: Path, calibration_faces: np.ndarray) -> tuple[dict, list[dict]]:
+    """TensorRT engines (FP32, FP16, INT8) and ONNX Runtime CUDA / TensorRT execution providers,
+    where this host has them; every row that cannot run here comes back with its reason."""
+    from lightfer_utils.predictor import OnnxPredictor
+    from lightfer_utils.tensorrt_runtime import (PRECISIONS, TensorRTPredictor, build_engine, onnxruntime_gpu_providers,
+                                                 ort_provider_options, tensorrt_unavailable)
+
+    predictors, skipped = {}, []
+    reason = tensorrt_unavailable()
+    for precision in PRECISIONS:
+        name = f"tensorrt_{precision}"
+        if reason:
+            skipped.append({"format": name, "status": f"not run on this host: {reason}"})
+            continue
+        engine = build_engine(onnx_fp32, Path(out_dir) / f"model_{precision}.engine", precision, calibration_faces)
+        predictors[name] = TensorRTPredictor(engine)
+    available = onnxruntime_gpu_providers()
+    for provider, short in (("CUDAExecutionProvider", "ort_cuda"), ("TensorrtExecutionProvider", "ort_trt")):
+        name = f"{short}_fp32"
+        if provider not in available:
+            skipped.append({"format": name, "status": f"not run on this host: onnxruntime offers no {provider}"})
+            continue
+        options = ort_provider_options(provider, Path(out_dir) / "ort_trt_cache")
+        predictors[name] = OnnxPredictor(onnx_fp32, providers=[options, "CPUExecutionProvider"])
+    return predictors, skipped

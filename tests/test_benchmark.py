@@ -1,0 +1,70 @@
+"""The timing harness (runs on the Jetson's Python 3.6) and the Keras model loader."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightfer_utils import benchmark
+from lightfer_utils.train import load_trained
+
+# what 06_jetson_benchmark imports must run on JetPack 4.6's Python 3.6
+JETSON_MODULES = [Path(benchmark.__file__).with_name(name) for name in (
+    "__init__.py", "benchmark.py", "resources.py", "predictor.py", "provenance.py", "tensorrt_runtime.py")]
+
+
+def test_time_predictor_counts_calls_and_reports_percentiles():
+    calls = []
+
+    def predict(batch):
+        calls.append(len(batch))
+        return np.zeros((len(batch), 7), np.float32)
+
+    result = benchmark.time_predictor(predict, np.zeros((5, 48, 48), np.uint8), batch_size=8, iterations=30, warmup=4)
+    assert calls == [8] * 34  # batches larger than the face set are built by repetition
+    assert result["latency_p50_ms"] <= result["latency_p90_ms"] <= result["latency_p99_ms"]
+    assert result["faces_per_second"] > 0 and result["iterations"] == 30
+    with pytest.raises(ValueError):
+        benchmark.time_predictor(predict, np.zeros((5, 48, 48)), batch_size=0)
+
+
+def test_jetson_modules_need_no_python_newer_than_3_6():
+    result = subprocess.run([str(Path(sys.executable).with_name("vermin")), "--no-tips", "--violations", "-t=3.6-",
+                             *map(str, JETSON_MODULES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_load_trained_explains_what_it_cannot_load(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a finished training run"):
+        load_trained(tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    with pytest.raises(ValueError, match="expected a Keras model"):
+        load_trained(tmp_path / "model.onnx")
+
+
+def test_tegrastats_lines_of_old_and_new_jetpacks():
+    from lightfer_utils.resources import parse_tegrastats
+
+    nano = "RAM 1843/3964MB (lfb 1x2MB) CPU [12%@1479,3%@1479] GR3D_FREQ 0%@921 POM_5V_IN 3176/3201 POM_5V_GPU 83/83"
+    orin = "RAM 2810/7620MB SWAP 0/3810MB CPU [2%@729] VDD_IN 4880mW/4880mW VDD_CPU_GPU_CV 479mW/479mW"
+    assert parse_tegrastats(nano) == {"power_mw": 3176.0, "ram_used_mb": 1843.0}
+    assert parse_tegrastats(orin) == {"power_mw": 4880.0, "ram_used_mb": 2810.0}
+    assert parse_tegrastats("garbage") == {"power_mw": None, "ram_used_mb": None}
+
+
+def test_benchmark_rows_carry_table_4_columns_and_say_where_power_comes_from():
+    def predict(batch):
+        return np.zeros((len(batch), 7), np.float32)
+
+    rows = benchmark.benchmark_predictors({"zeros": predict}, np.zeros((8, 48, 48), np.uint8), batch_sizes=(1, 4),
+                                          iterations=8, warmup=1)
+    assert [(r["format"], r["batch_size"]) for r in rows] == [("zeros", 1), ("zeros", 4)]
+    for row in rows:
+        assert row["fps"] > 0 and row["cpu_memory_gb"] > 0 and row["cpu_percent"] >= 0
+        assert row["power_source"]  # a source or the reason there is none
+        if row["power_mw"] is None:
+            assert row["power_source"].startswith("not available")
