@@ -1,0 +1,204 @@
+"""07: the paper's Tables 1-4 and figures rebuilt from a run directory's artifacts, side by side
+with the published values, plus REPRODUCTION.md. Reads only files the earlier notebooks wrote;
+nothing is retrained, and a table whose inputs are missing says so instead of inventing rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from lightfer_utils import published
+
+NOT_RUN = "not run on this host"
+RUNTIME_NAMES = {"keras": "Keras", "tflite": "TFLite", "onnx": "ONNX", "tensorrt": "TensorRT", "ort_cuda": "ONNX (CUDA EP)",
+                 "ort_trt": "ONNX (TensorRT EP)"}
+
+
+class MissingArtifact(FileNotFoundError):
+    """A file an earlier notebook should have written into the run directory."""
+
+
+def read_csv(run_dir: Path, name: str, **kwargs) -> pd.DataFrame:
+    path = Path(run_dir) / "tables" / name
+    if not path.is_file():
+        raise MissingArtifact(f"{path} is missing: run the notebook that writes it first")
+    return pd.read_csv(path, **kwargs)
+
+
+def table_1(run_dir: Path, model: str = "light_fer_net") -> pd.DataFrame:
+    """Our normalised PrivateTest confusion matrix (rows: true class), the paper's, and ours - paper."""
+    ours = read_csv(run_dir, f"confusion_{model}.csv", index_col=0)
+    paper = published.table_1()
+    ours.index.name, ours.columns.name = paper.index.name, paper.columns.name
+    return pd.concat({"ours": ours, "paper": paper, "difference": (ours - paper).round(3)}, axis=1)
+
+
+def diagonal(table1: pd.DataFrame) -> pd.DataFrame:
+    """Per-class recall, ours vs paper, from `table_1`'s output."""
+    classes = table1["ours"].index
+    ours = pd.Series([table1["ours"].loc[c, c] for c in classes], index=classes)
+    paper = pd.Series([table1["paper"].loc[c, c] for c in classes], index=classes)
+    return pd.DataFrame({"ours": ours, "paper": paper, "difference": (ours - paper).round(3)})
+
+
+def table_2(run_dir: Path) -> pd.DataFrame:
+    """Train / test accuracy of every model we trained, next to every published row."""
+    ours = read_csv(run_dir, "model_results.csv").set_index("model")
+    rows = pd.DataFrame({"source": "ours", "parameters": ours["parameters"], "train_percent": ours["train_acc"],
+                         "test_percent": ours["test_acc"]})
+    paper = published.table_2().assign(source="paper", parameters=np.nan)
+    table = pd.concat([rows, paper[rows.columns]])
+    table["test_minus_light_fer"] = (table["test_percent"] - published.table_2().loc["Light-FER", "test_percent"]).round(2)
+    return table
+
+
+def table_3(run_dir: Path) -> pd.DataFrame:
+    """CPU %, memory % and end-to-end FPS on this machine for our pipeline, next to the paper's PC."""
+    host = json.loads((Path(run_dir) / "tables" / "benchmark_host.json").read_text())
+    pipeline = read_csv(run_dir, "pipeline_benchmark.csv").set_index("format")
+    ours = pd.DataFrame({"source": f"ours ({host.get('cpu')}, {host.get('logical_cores')} cores)",
+                         "cpu_percent": pipeline["cpu_percent"].round(1),
+                         "mem_percent": (100 * pipeline["cpu_memory_gb"] / host["ram_gb"]).round(2),
+                         "fps": pipeline["fps"].round(1)})
+    ours.index = [f"light_fer_net ({f})" for f in ours.index]
+    paper = published.table_3().assign(source="paper (i5-10300H)")
+    return pd.concat([ours, paper[ours.columns]])
+
+
+def table_4(run_dir: Path) -> pd.DataFrame:
+    """Framework x precision at batch 1 on this host, next to the paper's Jetson Nano; rows the
+    paper has and we could not run here are kept, marked 'not run on this host'."""
+    bench = read_csv(run_dir, "benchmark.csv")
+    measured = bench[bench["batch_size"] == 1].copy() if "batch_size" in bench else bench.iloc[0:0]
+    ours = {}
+    for _, row in measured.iterrows():
+        runtime, precision = row["format"].rsplit("_", 1)
+        ours[(RUNTIME_NAMES.get(runtime, runtime), precision.upper())] = {
+            "fps": round(row["fps"], 2), "power_mw": row["power_mw"], "cpu_gb": round(row["cpu_memory_gb"], 3),
+            "gpu_gb": row["gpu_memory_gb"], "total_gb": round(row["total_memory_gb"], 3), "status": "measured"}
+    skipped = bench[bench["status"].notna()] if "status" in bench else bench.iloc[0:0]
+    for _, row in skipped.iterrows():
+        runtime, precision = row["format"].rsplit("_", 1)
+        ours.setdefault((RUNTIME_NAMES.get(runtime, runtime), precision.upper()), {"status": row["status"]})
+    paper = published.table_4()
+    for key in paper.index:
+        ours.setdefault(key, {"status": NOT_RUN})
+    table = pd.DataFrame.from_dict(ours, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["framework", "precision"])
+    joined = table.join(paper.add_prefix("paper_"), how="left")
+    keras = joined.loc[("Keras", "FP32"), "fps"] if ("Keras", "FP32") in joined.index else np.nan
+    joined["fps_vs_keras_fp32"] = (joined["fps"] / keras).round(2)
+    joined["paper_fps_vs_keras_fp32"] = (joined["paper_fps"] / published.table_4().loc[("Keras", "FP32"), "fps"]).round(2)
+    return joined.sort_index()
+
+
+def save_all_formats(table: pd.DataFrame, run_dir: Path, name: str) -> dict[str, Path]:
+    """CSV, Markdown and LaTeX (booktabs) of one table under run_dir/tables/."""
+    folder = Path(run_dir) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md", "tex": folder / f"{name}.tex"}
+    table.to_csv(paths["csv"])
+    paths["md"].write_text(table.to_markdown(floatfmt=".3g") + "\n")
+    paths["tex"].write_text(table.to_latex(float_format="%.3g", na_rep="--"))  # booktabs rules by default
+    return paths
+
+
+# --------------------------------------------------------------------------- figures
+
+def publication_style() -> None:
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7,
+                         "figure.dpi": 150, "savefig.bbox": "tight"})
+
+
+def accuracy_vs_parameters_figure(table2: pd.DataFrame) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ours = table2[table2["source"] == "ours"]
+    ax.scatter(ours["parameters"], ours["test_percent"], label="ours (PrivateTest)", zorder=3)
+    for name, row in ours.iterrows():
+        ax.annotate(name, (row["parameters"], row["test_percent"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(published.table_2().loc["Light-FER", "test_percent"], color="C1", ls="--", label="Light-FER (paper)")
+    ax.scatter([published.ZHOU_MODEL["parameters"]], [published.ZHOU_MODEL["test_accuracy_percent"]], marker="s",
+               color="C2", label="Zhou et al. (paper)")
+    ax.set(xscale="log", xlabel="parameters (log)", ylabel="test accuracy (%)", title="Accuracy vs parameters")
+    ax.legend()
+    return fig
+
+
+def latency_figure(run_dir: Path) -> plt.Figure:
+    bench = read_csv(run_dir, "benchmark.csv")
+    single = bench[bench.get("batch_size") == 1].set_index("format")["latency_p50_ms"].sort_values()
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.barh(single.index, single.values)
+    ax.set(xlabel="batch-1 latency, p50 (ms)", title="Latency per runtime and precision")
+    return fig
+
+
+def size_vs_accuracy_figure(run_dir: Path) -> plt.Figure:
+    formats = read_csv(run_dir, "quantization_formats.csv").set_index("format")
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for name, row in formats.iterrows():
+        ax.scatter(row["size_kb"], row["accuracy"] * 100, label=name)
+    ax.set(xscale="log", xlabel="file size (KiB)", ylabel="PrivateTest accuracy (%)", title="Size vs accuracy per precision")
+    ax.legend(ncol=2)
+    return fig
+
+
+def accuracy_vs_sparsity_figure(run_dir: Path) -> plt.Figure:
+    pruning = read_csv(run_dir, "pruning.csv").set_index("variant")
+    magnitude = pruning[pruning.index.str.startswith("magnitude_")]
+    sparsity = [0.0] + [float(v.split("_")[1]) for v in magnitude.index]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(sparsity, [pruning.loc["dense", "PrivateTest_accuracy"] * 100, *magnitude["PrivateTest_accuracy"] * 100], "o-")
+    ax.set(xlabel="target sparsity (tfmot)", ylabel="PrivateTest accuracy (%)", title="Accuracy vs sparsity")
+    return fig
+
+
+def training_histories(run_dir: Path) -> dict[str, pd.DataFrame]:
+    histories = {p.parent.name: pd.read_csv(p) for p in sorted((Path(run_dir) / "training").glob("*/history.csv"))}
+    if not histories:
+        raise MissingArtifact(f"no training/*/history.csv in {run_dir}: run 02 first")
+    return histories
+
+
+# --------------------------------------------------------------------------- report
+
+def reproduction_report(run_dir: Path, tables: dict[str, pd.DataFrame], missing: dict[str, str]) -> str:
+    """REPRODUCTION.md: what was reproduced, what differs, the host, the manifest, how to regenerate."""
+    manifest = json.loads((Path(run_dir) / "manifest.json").read_text()) if (Path(run_dir) / "manifest.json").exists() else {}
+    git = manifest.get("git", {})
+    lines = ["# Reproduction report", "",
+             f"Generated by `lightfer tables {Path(run_dir).resolve().name}` from run `{manifest.get('run_id', '?')}` "
+             f"(profile `{manifest.get('profile', '?')}`, git {git.get('commit', '?')}, data sha256 "
+             f"`{manifest.get('data', {}).get('sha256', '?')}`). Every number of ours below comes from that run's "
+             "artifacts; the paper's numbers come from `lightfer_utils.published`.", "",
+             "Regenerate: `lightfer tables RUN_DIR --force` (tables only) or "
+             f"`lightfer run --profile {manifest.get('profile', 'cpu')} --data PATH` (everything).", ""]
+    host = manifest.get("host", {})
+    if host:
+        lines += [f"Host: {host.get('cpu')}, {host.get('logical_cores')} logical cores, {host.get('ram_gb')} GB RAM, "
+                  f"GPUs: {', '.join(g['name'] for g in host.get('gpus', [])) or 'none'}.", ""]
+    if manifest.get("profile") == "smoke":
+        lines += ["**Smoke profile**: 5 % of the data and one epoch — a check that the pipeline runs, "
+                  "not a reproduction; its accuracies mean nothing.", ""]
+    titles = {"table1": "Table 1 — confusion matrix (PrivateTest)", "table2": "Table 2 — train / test accuracy",
+              "table3": "Table 3 — CPU, memory, FPS (end to end)", "table4": "Table 4 — framework × precision (batch 1)"}
+    for key, title in titles.items():
+        lines += [f"## {title}", ""]
+        if key == "table1" and key in tables:
+            lines += ["Per-class recall (the matrix's diagonal); full matrices in `tables/paper_table1.*`.", "",
+                      diagonal(tables[key]).to_markdown(floatfmt=".3f"), ""]
+        elif key in tables:
+            lines += [tables[key].to_markdown(floatfmt=".3g"), ""]
+        else:
+            lines += [f"Not produced: {missing[key]}", ""]
+    lines += ["## What differs and why", "",
+              "- Hardware: the paper's Table 3 is an i5-10300H PC and Table 4 a Jetson Nano; ours are measured on the "
+              "host above. Rows needing a GPU, TensorRT or a Jetson read 'not run on this host'.",
+              "- Model: the paper prunes and quantises stock Xception; our shipped model is the compact `light_fer_net` "
+              "(see `models/*.card.md`), so Table 2's parameter counts differ by design.",
+              "- Table 1 of the paper is an 'actual test' on the authors' own images; ours is the PrivateTest split.", ""]
+    return "\n".join(lines)
