@@ -26,3 +26,14 @@ def save_table(table: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
     path = target / f"{name}.csv"
     table.to_csv(path)
     return path
+
+
+def matrix_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+    """A row-normalised matrix (confusion, label agreement) as an annotated heatmap."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -6,11 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from lightfer_utils import CLASS_NAMES
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lightfer_utils.runner import execute, plan_run
 
-    plan = plan_run(args.profile, args.data, args.out, args.param or [])
+    only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
+    plan = plan_run(args.profile, args.data, args.out, args.param or [], only=only)
     print(f"run directory: {plan.run_dir}")
     manifest = execute(plan, kernel_name=args.kernel)
     print(f"{manifest['status']}: {plan.run_dir / 'manifest.json'}")
@@ -61,6 +64,156 @@ def _cmd_data_timing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_labelled(args: argparse.Namespace):
+    """FER2013, relabelled with FER+ when asked (hard majority or soft vote shares)."""
+    from lightfer_utils.data import load_fer2013, read_ferplus, with_ferplus
+
+    data = load_fer2013(args.data)
+    if args.labels == "fer2013":
+        return data
+    if not args.ferplus:
+        raise ValueError(f"--labels {args.labels} needs --ferplus fer2013new.csv")
+    relabelled = with_ferplus(data, read_ferplus(args.ferplus, data))
+    if args.labels == "ferplus":
+        relabelled.soft_labels = None
+    return relabelled
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from lightfer_utils.data import stratified_subset
+    from lightfer_utils.train import TrainConfig, load_config, train
+
+    out = Path(args.out)
+    if args.resume:
+        config = load_config(out)
+    else:
+        config = TrainConfig(model=args.model, model_config=json.loads(args.model_config), epochs=args.epochs,
+                             batch_size=args.batch_size, learning_rate=args.lr, label_smoothing=args.label_smoothing,
+                             class_weights=args.class_weights, patience=args.patience, seed=args.seed)
+    data = _load_labelled(args)
+    if args.subset < 1:
+        data = stratified_subset(data, args.subset, seed=config.seed)
+    train(config, data.split("Training"), data.split("PublicTest"), out)
+    print(f"best weights: {out / 'best_weights.h5'}; ship them with: lightfer ship {out} --name NAME")
+    return 0
+
+
+def _cmd_ship(args: argparse.Namespace) -> int:
+    from lightfer_utils.export import ship_model
+
+    card = ship_model(args.run_dir, _load_labelled(args), args.name, args.models_dir, overwrite=args.force)
+    metrics = card["metrics"]
+    print(f"{args.name}: PublicTest {metrics['PublicTest']['accuracy'] * 100:.2f} %, "
+          f"PrivateTest {metrics['PrivateTest']['accuracy'] * 100:.2f} % "
+          f"(flip TTA {metrics['PrivateTest_flip_tta']['accuracy'] * 100:.2f} %); card: {args.models_dir}/{args.name}.card.md")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from lightfer_utils.evaluate import evaluate, flip_tta
+    from lightfer_utils.predictor import load_predictor
+
+    predict = load_predictor(args.model)
+    split = _load_labelled(args).split(args.split)
+    result = evaluate(predict, split.images, split.labels)
+    print(f"{args.model} ({predict.runtime}) on {args.split}, {result.count} faces:")
+    print(json.dumps(result.summary(), indent=2))
+    if args.tta:
+        print(f"flip TTA accuracy: {evaluate(flip_tta(predict), split.images, split.labels).accuracy:.4f}")
+    print(result.confusion.to_string())
+    return 0
+
+
+def _load_model(path: str | None):
+    from lightfer_utils.predict import DEFAULT_MODEL
+    from lightfer_utils.predictor import load_predictor
+
+    model = Path(path) if path else DEFAULT_MODEL
+    if not path and not model.exists():
+        raise FileNotFoundError(f"the shipped model {model} is missing; train and ship one or pass --model")
+    return load_predictor(model)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from lightfer_utils.faces import FaceStage
+    from lightfer_utils.predict import COLUMNS, predict_files, write_results
+
+    if not args.paths and args.webcam is None:
+        raise ValueError("give image, folder or video paths, or --webcam")
+    predictor, stage = _load_model(args.model), FaceStage(upsample=args.upsample)
+    annotate_dir = Path(args.annotate) if args.annotate else None
+    if args.webcam is not None:
+        return _webcam(args.webcam, predictor, stage)
+    csv_path, json_path = (Path(p) if p else None for p in (args.csv, args.json))
+    for target in (csv_path, json_path):  # refuse before the work, not after it
+        if target is not None and target.exists() and not args.force:
+            raise FileExistsError(f"{target} exists; pass --force to replace it")
+    run = predict_files(args.paths, predictor, stage, every=args.every, annotate_dir=annotate_dir)
+    table = pd.DataFrame(run.rows, columns=COLUMNS)
+    shown = ["file", "frame", "face", "left", "top", "right", "bottom", "emotion", "probability"]
+    print(table[shown].to_string(index=False) if len(table) else "no faces found")
+    write_results(run, csv_path, json_path, force=args.force)
+    for name in run.files_without_faces:
+        print(f"no face: {name}", file=sys.stderr)
+    for problem in run.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    print(f"{len(run.rows)} faces with {predictor.runtime} ({predictor.path.name}); "
+          f"{len(run.problems)} unreadable inputs, {len(run.files_without_faces)} without a face", file=sys.stderr)
+    return 1 if args.strict and (run.problems or run.files_without_faces) else 0
+
+
+def _webcam(index: int, predictor, stage) -> int:
+    import cv2
+
+    from lightfer_utils.faces import classify_faces
+
+    camera = cv2.VideoCapture(index)
+    if not camera.isOpened():
+        raise FileNotFoundError(f"no camera at index {index}")
+    frame = 0
+    try:
+        while True:
+            ok, image = camera.read()
+            if not ok:
+                break
+            for i, (face, p) in enumerate(classify_faces(stage, predictor, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))):
+                print(f"frame {frame} face {i} {face.box}: {CLASS_NAMES[int(p.argmax())]} {p.max():.2f}")
+            frame += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        camera.release()
+    return 0
+
+
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    import json
+
+    from lightfer_utils.benchmark import pipeline_benchmark
+    from lightfer_utils.faces import FaceStage
+    from lightfer_utils.predict import benchmark_frames
+
+    predictor = _load_model(args.model)
+    result = pipeline_benchmark(predictor, FaceStage(upsample=args.upsample), benchmark_frames(), args.iterations)
+    print(f"{predictor.runtime} ({predictor.path.name}), 640x480 frames, upsample {args.upsample}:")
+    print(json.dumps({k: v if v is None else round(v, 3) for k, v in result.items()}, indent=2))
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    from lightfer_utils.runner import regenerate_tables
+
+    target = regenerate_tables(args.run_dir, force=args.force, kernel_name=args.kernel)
+    print(f"tables, figures and REPRODUCTION.md regenerated in {target.parent} ({target.name})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightfer", description="Light-FER reproduction package")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
     run.add_argument("--out", help="run directory (default: papermill_runs/<profile>-<time>); must not exist")
     run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
+    run.add_argument("--only", help="comma-separated notebooks to run (name or number prefix, e.g. 04,05,06,07)")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' own)")
     run.set_defaults(handler=_cmd_run)
 
@@ -88,6 +242,64 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument("source", type=Path, nargs="?")
     timing.add_argument("--repeat", type=int, default=5)
     timing.set_defaults(handler=_cmd_data_timing)
+    labels = argparse.ArgumentParser(add_help=False)
+    labels.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
+    labels.add_argument("--labels", choices=("fer2013", "ferplus", "ferplus-soft"), default="fer2013")
+    labels.add_argument("--ferplus", help="fer2013new.csv, for --labels ferplus / ferplus-soft")
+
+    fit = commands.add_parser("train", parents=[labels], help="train a model (resumes a run directory)")
+    fit.add_argument("--out", required=True, help="run directory; the same config there resumes it")
+    fit.add_argument("--resume", action="store_true", help="continue the run in --out with its saved config")
+    fit.add_argument("--model", default="light_fer_net")
+    fit.add_argument("--model-config", default="{}", help="JSON keyword arguments of the model builder")
+    fit.add_argument("--epochs", type=int, default=40)
+    fit.add_argument("--batch-size", type=int, default=64)
+    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--label-smoothing", type=float, default=0.1)
+    fit.add_argument("--class-weights", action="store_true")
+    fit.add_argument("--patience", type=int, default=12)
+    fit.add_argument("--seed", type=int, default=2022)
+    fit.add_argument("--subset", type=float, default=1.0, help="stratified fraction of the data (smoke runs)")
+    fit.set_defaults(handler=_cmd_train)
+
+    ship = commands.add_parser("ship", parents=[labels], help="evaluate a run's best epoch, write model files + card")
+    ship.add_argument("run_dir")
+    ship.add_argument("--name", required=True)
+    ship.add_argument("--models-dir", default="models")
+    ship.add_argument("--force", action="store_true", help="replace existing model files")
+    ship.set_defaults(handler=_cmd_ship)
+
+    score = commands.add_parser("evaluate", parents=[labels], help="accuracy of a model file (any format) on a split")
+    score.add_argument("model")
+    score.add_argument("--split", default="PrivateTest", choices=("Training", "PublicTest", "PrivateTest"))
+    score.add_argument("--tta", action="store_true", help="also report horizontal-flip TTA, separately")
+    score.set_defaults(handler=_cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="emotions of every face in images, folders (recursive) and videos")
+    predict.add_argument("paths", nargs="*")
+    predict.add_argument("--model", help="model file (.onnx, .tflite, .keras); default: the shipped models/light_fer_net.onnx")
+    predict.add_argument("--every", type=int, default=1, help="videos: classify every Nth frame")
+    predict.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (finds smaller faces, slower)")
+    predict.add_argument("--csv", help="write one row per face here")
+    predict.add_argument("--json", help="write faces, unreadable inputs and files without a face here")
+    predict.add_argument("--annotate", help="folder for annotated copies (box, emotion, probability)")
+    predict.add_argument("--force", action="store_true", help="replace existing --csv/--json files")
+    predict.add_argument("--strict", action="store_true", help="exit 1 if any input was unreadable or had no face")
+    predict.add_argument("--webcam", type=int, nargs="?", const=0, help="classify camera frames (index, default 0)")
+    predict.set_defaults(handler=_cmd_predict)
+
+    tables = commands.add_parser("tables", help="rebuild the paper's tables, figures and REPRODUCTION.md of a run (07 only)")
+    tables.add_argument("run_dir")
+    tables.add_argument("--force", action="store_true", help="replace the run's earlier 07 output")
+    tables.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's own)")
+    tables.set_defaults(handler=_cmd_tables)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    pipeline = bench.add_parser("pipeline", help="end-to-end FPS and per-stage times on 640x480 frames")
+    pipeline.add_argument("--model", help="default: the shipped models/light_fer_net.onnx")
+    pipeline.add_argument("--iterations", type=int, default=100)
+    pipeline.add_argument("--upsample", type=int, default=0)
+    pipeline.set_defaults(handler=_cmd_bench_pipeline)
     return parser
 
 

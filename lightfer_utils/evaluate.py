@@ -4,6 +4,7 @@ layout, macro-F1, expected calibration error; flip test-time augmentation kept s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -120,3 +121,42 @@ def count_flops(model) -> int:
         tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
     profile = tf.compat.v1.profiler.profile(graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options)
     return int(profile.total_float_ops)
+
+
+def parity_table(predictors: dict, faces: np.ndarray, labels: np.ndarray, reference: str) -> tuple[pd.DataFrame, dict]:
+    """Per predictor: accuracy, argmax agreement with the `reference` predictor, largest
+    probability difference. Returns the table and the probabilities."""
+    if reference not in predictors:
+        raise ValueError(f"reference format {reference!r} is not among {sorted(predictors)}")
+    probabilities = {name: predict(faces) for name, predict in predictors.items()}
+    base = probabilities[reference]
+    rows = [{"format": name, "runtime": predictors[name].runtime,
+             "accuracy": round(evaluate_probabilities(p, labels).accuracy, 4),
+             f"argmax_agreement_vs_{reference}": round(float((p.argmax(1) == base.argmax(1)).mean()), 4),
+             "max_abs_dp": float(np.abs(p - base).max())} for name, p in probabilities.items()]
+    return pd.DataFrame(rows).set_index("format"), probabilities
+
+
+def compare_formats(
+    files: dict[str, Path],
+    faces: np.ndarray,
+    labels: np.ndarray,
+    reference: str,
+    latency_iterations: int = 200,
+    throughput_batch: int = 64,
+) -> pd.DataFrame:
+    """One row per model file: size, parity with the `reference` format (see `parity_table`),
+    batch-1 latency (ms, p50) and batch-N throughput (faces/s)."""
+    from lightfer_utils.benchmark import time_predictor
+    from lightfer_utils.predictor import load_predictor
+
+    predictors = {name: load_predictor(path) for name, path in files.items()}
+    table, _ = parity_table(predictors, faces, labels, reference)
+    table.insert(1, "file", [Path(files[n]).name for n in table.index])
+    table.insert(2, "size_kb", [round(Path(files[n]).stat().st_size / 1024, 1) for n in table.index])
+    for name, predict in predictors.items():
+        single = time_predictor(predict, faces, 1, iterations=latency_iterations)
+        batched = time_predictor(predict, faces, throughput_batch, iterations=max(5, latency_iterations // 20))
+        table.loc[name, "latency_b1_p50_ms"] = round(single["latency_p50_ms"], 3)
+        table.loc[name, f"throughput_b{throughput_batch}_faces_per_s"] = round(batched["faces_per_second"], 1)
+    return table

@@ -121,12 +121,3 @@ def ferplus_agreement(data: FerData, plus: FerPlusLabels) -> pd.DataFrame:
     table.index.name, table.columns.name = "FER2013", "FER+"
     return table.round(3)
 
-
-def agreement_figure(agreement: pd.DataFrame) -> plt.Figure:
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    sns.heatmap(agreement, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, ax=ax, cbar=False)
-    ax.set_title("FER2013 label vs FER+ majority (row-normalised)")
-    fig.tight_layout()
-    return fig

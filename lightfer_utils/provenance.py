@@ -46,7 +46,7 @@ def git_revision(repo: Path = PROJECT_ROOT) -> Dict[str, Any]:
 def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> Dict[str, str]:
     """Installed versions of the packages that decide a result (absent ones are left out)."""
     try:
-        from importlib import metadata
+        from importlib import metadata  # novermin  (guarded: 3.6 falls back to pkg_resources)
     except ImportError:  # Python 3.6 on JetPack 4.6
         import pkg_resources
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +32,16 @@ NOTEBOOKS: tuple[str, ...] = (
 
 # What each profile sets; a value reaches only the notebooks that declare that parameter.
 PROFILES: dict[str, dict[str, Any]] = {
-    # Minutes on 2 CPU cores, seeded, so nbval can check the outputs.
-    "smoke": {"seed": 0, "subset_fraction": 0.05, "epochs": 1},
-    # The full data on this CPU.
-    "cpu": {"seed": 0, "subset_fraction": 1.0},
-    # The paper's setting: stock Xception; for GPU machines.
-    "paper": {"seed": 0, "subset_fraction": 1.0, "model": "xception"},
+    # Minutes on 2 CPU cores, seeded and deterministic, so nbval can check the outputs.
+    "smoke": {"seed": 0, "subset_fraction": 0.05, "epochs": 1, "deterministic": True,
+              "calibration_size": 200, "latency_iterations": 20, "sparsities": "0.5", "channel_keep": "0.5",
+              "prune_epochs": 1, "iterations": 20, "pipeline_iterations": 10,
+              "models": "light_fer_net,mini_xception,simple_cnn,vgg_style,resnet50,xception"},
+    # The full data on a CPU machine: the models that train in hours there.
+    "cpu": {"seed": 0, "subset_fraction": 1.0, "epochs": 40, "models": "light_fer_net,mini_xception,simple_cnn"},
+    # The paper's setting, every model of Tables 2-3 including stock Xception: for GPU machines.
+    "paper": {"seed": 0, "subset_fraction": 1.0, "epochs": 100,
+              "models": "xception,light_fer_net,mini_xception,simple_cnn,vgg_style,resnet50"},
 }
 
 TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -83,12 +88,26 @@ def coerce(name: str, raw: str, type_name: str) -> Any:
         raise ParameterError(f"parameter {name!r} expects {type_name}, got {raw!r}") from None
 
 
+def assigned_names(notebook: Path) -> list[str]:
+    """Names assigned at the top level of a notebook's cell tagged ``parameters``."""
+    import nbformat
+
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            return re.findall(r"^([A-Za-z_]\w*)\s*[:=]", cell.source, flags=re.MULTILINE)
+    return []
+
+
 def parameter_schema(notebooks: list[Path]) -> dict[str, str]:
     import papermill
 
     schema: dict[str, str] = {}
     for notebook in notebooks:
-        for name, spec in papermill.inspect_notebook(str(notebook)).items():
+        declared = papermill.inspect_notebook(str(notebook))
+        unparsed = sorted(set(assigned_names(notebook)) - set(declared))
+        if unparsed:  # papermill only warns and drops a line it cannot parse
+            raise ParameterError(f"{notebook.name}: papermill cannot parse the parameter line(s) of {', '.join(unparsed)}")
+        for name, spec in declared.items():
             type_name = spec["inferred_type_name"]
             if type_name not in TYPES:
                 raise ParameterError(f"{notebook.name}: parameter {name!r} needs a type annotation (int, float, str, bool)")
@@ -103,13 +122,25 @@ def plan_run(
     out: str | os.PathLike[str] | None = None,
     assignments: list[str] | tuple[str, ...] = (),
     notebooks_dir: Path = NOTEBOOKS_DIR,
+    only: list[str] | tuple[str, ...] = (),
 ) -> RunPlan:
-    """Check everything a run needs -- profile, data path, parameters, run directory."""
+    """Check everything a run needs -- profile, data path, parameters, run directory.
+
+    `only` restricts the run to some notebooks, by name or number prefix ("04", "04_quantization");
+    later notebooks then read what their predecessors would have written from parameters such
+    as model_path.
+    """
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     data_path = resolve_data_path(data).resolve()
-    existing = [notebooks_dir / f"{name}.ipynb" for name in NOTEBOOKS if (notebooks_dir / f"{name}.ipynb").exists()]
-    skipped = [name for name in NOTEBOOKS if not (notebooks_dir / f"{name}.ipynb").exists()]
+    selected = list(NOTEBOOKS)
+    if only:
+        unknown = [o for o in only if not any(n.startswith(o) for n in NOTEBOOKS)]
+        if unknown:
+            raise ParameterError(f"unknown notebook(s) {', '.join(unknown)}; expected prefixes of {', '.join(NOTEBOOKS)}")
+        selected = [n for n in NOTEBOOKS if any(n.startswith(o) for o in only)]
+    existing = [notebooks_dir / f"{name}.ipynb" for name in selected if (notebooks_dir / f"{name}.ipynb").exists()]
+    skipped = [name for name in selected if not (notebooks_dir / f"{name}.ipynb").exists()]
     schema = parameter_schema(existing)
     parameters: dict[str, Any] = {}
     for name, value in PROFILES[profile].items():
@@ -206,3 +237,18 @@ def _execute_notebooks(plan: RunPlan, manifest: dict[str, Any], kernel_name: str
             raise
         entry.update(status="completed", seconds=round(time.time() - began, 1))
         _write_manifest(plan, manifest)
+
+
+def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kernel_name: str | None = None) -> Path:
+    """Run only 07_tables on an existing run directory (nothing from 01-06 is re-run)."""
+    import papermill
+
+    run = Path(run_dir).resolve()
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run}")
+    target = run / "07_tables.ipynb"
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force to regenerate the tables and REPRODUCTION.md")
+    papermill.execute_notebook(str(NOTEBOOKS_DIR / "07_tables.ipynb"), str(target), cwd=str(run),
+                               kernel_name=kernel_name, progress_bar=True)
+    return target

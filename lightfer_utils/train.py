@@ -223,3 +223,17 @@ def load_best(run_dir: str | os.PathLike[str]) -> keras.Model:
     model = build_model(config.model, **config.model_config)
     model.load_weights(Path(run_dir) / BEST_WEIGHTS)
     return model
+
+
+def load_trained(path: str | os.PathLike[str]) -> keras.Model:
+    """A training run directory (its best epoch) or a Keras model file (.keras/.h5, safe mode)."""
+    source = Path(path)
+    if source.is_dir():
+        if not (source / BEST_WEIGHTS).is_file():
+            raise FileNotFoundError(f"{source} is not a finished training run: no {BEST_WEIGHTS}")
+        return load_best(source)
+    from lightfer_utils.predictor import KERAS_SUFFIXES, load_predictor
+
+    if source.suffix.lower() not in KERAS_SUFFIXES:
+        raise ValueError(f"{source}: expected a Keras model (.keras/.h5) or a training run directory")
+    return load_predictor(source).model

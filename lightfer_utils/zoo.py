@@ -1,0 +1,90 @@
+"""Training and comparing several architectures in one notebook run (02)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from lightfer_utils.data import FerData
+from lightfer_utils.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta, keras_predictor
+from lightfer_utils.models import build_model
+from lightfer_utils.train import TrainConfig, load_best, train
+
+
+def parse_models(models: str) -> list[str]:
+    from lightfer_utils.models import BUILDERS
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in BUILDERS]
+    if unknown or not names:
+        raise ValueError(f"models={models!r}: unknown {unknown or 'empty list'}; choose from {', '.join(BUILDERS)}")
+    return names
+
+
+def model_config_for(name: str, xception_input_size: int) -> dict[str, Any]:
+    return {"input_size": xception_input_size} if name == "xception" else {}
+
+
+def zoo_table(names: list[str], xception_input_size: int) -> pd.DataFrame:
+    rows = []
+    for name in names:
+        model = build_model(name, **model_config_for(name, xception_input_size))
+        params = count_parameters(model)
+        rows.append({"model": name, "parameters": params["total"], "trainable": params["trainable"],
+                     "MFLOPs_per_face": round(count_flops(model) / 1e6, 1)})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def train_and_evaluate(
+    name: str, config: TrainConfig, data: FerData, training_dir: Path, verbose: int = 2
+) -> dict[str, Evaluation | float | int]:
+    """Train (or resume) one model, then evaluate its best PublicTest epoch on every split.
+    PrivateTest is measured here, once, after training is over."""
+    train(config, data.split("Training"), data.split("PublicTest"), training_dir, verbose=verbose)
+    model = load_best(training_dir)
+    predict = keras_predictor(model)
+    results: dict[str, Any] = {}
+    for split in ("Training", "PublicTest", "PrivateTest"):
+        part = data.split(split)
+        results[split] = evaluate(predict, part.images, part.labels)
+    test = data.split("PrivateTest")
+    results["PrivateTest_flip_tta"] = evaluate(flip_tta(predict), test.images, test.labels)
+    return results
+
+
+def results_row(name: str, results: dict[str, Any], state: dict[str, Any], zoo: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "model": name,
+        "parameters": int(zoo.loc[name, "parameters"]),
+        "MFLOPs_per_face": float(zoo.loc[name, "MFLOPs_per_face"]),
+        "epochs": state["epochs_done"],
+        "best_epoch": state["best_epoch"],
+        "train_minutes": round(state.get("train_seconds", 0.0) / 60, 1),
+        "train_acc": round(results["Training"].accuracy * 100, 2),
+        "val_acc": round(results["PublicTest"].accuracy * 100, 2),
+        "test_acc": round(results["PrivateTest"].accuracy * 100, 2),
+        "test_acc_flip_tta": round(results["PrivateTest_flip_tta"].accuracy * 100, 2),
+        "test_macro_f1": round(results["PrivateTest"].macro_f1, 4),
+        "test_ece": round(results["PrivateTest"].ece, 4),
+    }
+
+
+def curves_figure(histories: dict[str, pd.DataFrame]):
+    """Loss and accuracy per epoch (training on augmented batches vs PublicTest)."""
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, history in histories.items():
+        line = loss_ax.plot(history["epoch"], history["loss"], label=f"{name} train")[0]
+        loss_ax.plot(history["epoch"], history["val_loss"], "--", color=line.get_color(), label=f"{name} PublicTest")
+        acc_ax.plot(history["epoch"], history["accuracy"], color=line.get_color())
+        acc_ax.plot(history["epoch"], history["val_accuracy"], "--", color=line.get_color())
+    loss_ax.set(xlabel="epoch", ylabel="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy")
+    loss_ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+

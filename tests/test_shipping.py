@@ -1,0 +1,153 @@
+"""Runtime predictor, ONNX export and model shipping, and the train/ship/evaluate CLI, on generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import random_faces, write_contest_csv
+from lightfer_utils.cli import main
+from lightfer_utils.data import SPLITS
+from lightfer_utils.predictor import ModelLoadError, load_predictor
+from test_data import write_ferplus
+
+TINY_MODEL = json.dumps({"widths": [8, 8, 8, 8], "blocks": [0, 1, 1, 1], "dropout": 0.0})
+
+
+@pytest.fixture(scope="module")
+def contest_csv(tmp_path_factory) -> Path:
+    """42 generated faces: 7 classes x 2 per split."""
+    path = tmp_path_factory.mktemp("data") / "fer2013.csv"
+    write_contest_csv(path, random_faces(42, seed=5), [i % 7 for i in range(42)], [SPLITS[i // 14] for i in range(42)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def shipped(contest_csv, tmp_path_factory) -> Path:
+    """A tiny model trained for two epochs by `lightfer train` and shipped by `lightfer ship`."""
+    root = tmp_path_factory.mktemp("shipping")
+    run = root / "run"
+    assert main(["train", "--data", str(contest_csv), "--out", str(run), "--model-config", TINY_MODEL,
+                 "--epochs", "2", "--batch-size", "7", "--seed", "1"]) == 0
+    assert main(["ship", str(run), "--data", str(contest_csv), "--name", "tiny", "--models-dir", str(root / "models")]) == 0
+    return root / "models"
+
+
+def test_ship_writes_model_files_and_a_card_with_measured_metrics(shipped, contest_csv):
+    card = json.loads((shipped / "tiny.card.json").read_text())
+    assert {f["path"] for f in card["files"].values()} == {"tiny.keras", "tiny.onnx"}
+    assert card["training"]["epochs_done"] == 2
+    assert card["metrics"]["PrivateTest"]["count"] == 14
+    assert card["architecture"]["parameters"]["total"] > 0 and card["architecture"]["flops_per_face"] > 0
+    assert card["onnx_parity_PrivateTest"]["max_abs_probability_difference"] < 1e-4
+    from lightfer_utils.data import load_fer2013
+
+    assert card["data"]["sha256"] == load_fer2013(contest_csv, progress=False).sha256
+    markdown = (shipped / "tiny.card.md").read_text()
+    assert "PrivateTest" in markdown and card["git"]["commit"] in markdown
+
+
+def test_every_format_gives_the_same_probabilities_for_raw_faces(shipped):
+    faces = random_faces(9, seed=11).astype(np.float32)
+    keras_p = load_predictor(shipped / "tiny.keras")(faces)
+    onnx_p = load_predictor(shipped / "tiny.onnx")(faces[..., None])
+    assert keras_p.shape == (9, 7)
+    np.testing.assert_allclose(keras_p.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(onnx_p, keras_p, atol=1e-5)
+
+
+def test_ship_never_overwrites_without_force(shipped, contest_csv, capsys):
+    before = (shipped / "tiny.onnx").read_bytes()
+    assert main(["ship", str(shipped.parent / "run"), "--data", str(contest_csv), "--name", "tiny",
+                 "--models-dir", str(shipped)]) == 2
+    assert "exist" in capsys.readouterr().err
+    assert (shipped / "tiny.onnx").read_bytes() == before
+
+
+def test_evaluate_command_measures_a_shipped_file(shipped, contest_csv, capsys):
+    assert main(["evaluate", str(shipped / "tiny.onnx"), "--data", str(contest_csv), "--split", "PublicTest", "--tta"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "14 faces" in out and "flip TTA accuracy" in out
+
+
+def test_training_on_ferplus_soft_labels(contest_csv, tmp_path):
+    usage = [SPLITS[i // 14] for i in range(42)]
+    votes = [[0] * 10 for _ in range(42)]
+    for i, row in enumerate(votes):  # neutral/happiness mixtures: soft targets differ from the hard ones
+        row[i % 2], row[1 - i % 2] = 6, 4
+    plus = tmp_path / "fer2013new.csv"
+    write_ferplus(plus, votes, usage)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(contest_csv), "--labels", "ferplus-soft", "--ferplus", str(plus),
+                 "--out", str(run), "--model-config", TINY_MODEL, "--epochs", "1", "--batch-size", "7"]) == 0
+    assert json.loads((run / "state.json").read_text())["epochs_done"] == 1
+    assert main(["train", "--data", str(contest_csv), "--labels", "ferplus", "--out", str(tmp_path / "other")]) == 2
+
+
+def test_bad_model_config_is_a_one_line_error(contest_csv, tmp_path, capsys):
+    assert main(["train", "--data", str(contest_csv), "--out", str(tmp_path / "r"), "--model-config", "{widths"]) == 2
+    assert "lightfer: error" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad model files
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        load_predictor(tmp_path / "absent.onnx")
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite", ".keras", ".h5"])
+def test_empty_model_file(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="empty"):
+        load_predictor(path)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite", ".keras", ".h5"])
+def test_corrupt_model_file_names_the_file(tmp_path, suffix):
+    path = tmp_path / f"corrupt{suffix}"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        load_predictor(path)
+
+
+def test_truncated_onnx_model(shipped, tmp_path):
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes((shipped / "tiny.onnx").read_bytes()[:2000])
+    with pytest.raises(ModelLoadError, match="truncated.onnx"):
+        load_predictor(path)
+
+
+def test_unknown_format_and_engines_are_explained(tmp_path):
+    for name, message in (("model.pt", "unknown model format"), ("model.engine", "TensorRT engine cannot run here")):
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        with pytest.raises(ModelLoadError, match=message):
+            load_predictor(path)
+
+
+def test_wrong_face_shape_is_rejected(shipped):
+    predict = load_predictor(shipped / "tiny.onnx")
+    with pytest.raises(ValueError, match=r"\[N, 48, 48, 1\]"):
+        predict(np.zeros((2, 64, 64, 1), np.float32))
+
+
+def test_parity_check_names_the_failing_format():
+    import pandas as pd
+
+    from lightfer_utils.export import check_parity
+
+    table = pd.DataFrame({"argmax_agreement_vs_keras_fp32": [1.0, 0.996, 0.97]},
+                         index=["onnx_fp32", "tflite_fp16", "onnx_int8"])
+    with pytest.raises(AssertionError, match=r"onnx_int8 \(97\.00% < 98\.0%\)"):
+        check_parity(table, "keras_fp32")
+    passed = check_parity(table.iloc[:2], "keras_fp32")
+    assert passed["required"].tolist() == [0.999, 0.995] and passed["passed"].all()
+    table.loc["tflite_fp16", "argmax_agreement_vs_keras_fp32"] = 0.99
+    with pytest.raises(AssertionError, match="tflite_fp16"):
+        check_parity(table.iloc[:2], "keras_fp32")
