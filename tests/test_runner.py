@@ -103,3 +103,24 @@ def test_failing_notebook_marks_the_run_failed(tmp_path, good_csv):
         runner.execute(p)
     saved = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert saved["status"] == "failed" and saved["notebooks"][-1]["status"] == "failed"
+
+
+def test_a_parameter_line_papermill_cannot_parse_is_an_error(tmp_path):
+    make_notebook(tmp_path / "01_data.ipynb", 'data_path: str = ""  # "" = default\nseed: int = 0', "pass")
+    with pytest.raises(runner.ParameterError, match="data_path"):
+        runner.parameter_schema([tmp_path / "01_data.ipynb"])
+
+
+def test_every_project_notebook_exposes_all_its_parameters():
+    notebooks = sorted(runner.NOTEBOOKS_DIR.glob("0*.ipynb"))
+    schema = runner.parameter_schema(notebooks)
+    assert {"data_path", "run_dir", "seed"} <= set(schema)
+    for notebook in notebooks:
+        assert set(runner.assigned_names(notebook)) <= set(schema)
+
+
+def test_only_runs_the_named_notebooks(notebooks, good_csv, tmp_path):
+    p = runner.plan_run("smoke", good_csv[0], tmp_path / "run", [], notebooks_dir=notebooks, only=["03"])
+    assert [n.stem for n in p.notebooks] == ["03_pruning"] and "seed" not in p.schema
+    with pytest.raises(runner.ParameterError, match="unknown notebook"):
+        runner.plan_run("smoke", good_csv[0], tmp_path / "run2", [], notebooks_dir=notebooks, only=["09"])
