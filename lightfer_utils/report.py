@@ -15,7 +15,8 @@ from lightfer_utils import published
 
 NOT_RUN = "not run on this host"
 RUNTIME_NAMES = {"keras": "Keras", "tflite": "TFLite", "onnx": "ONNX", "tensorrt": "TensorRT", "ort_cuda": "ONNX (CUDA EP)",
-                 "ort_trt": "ONNX (TensorRT EP)"}
+                 "ort_trt": "ONNX (TensorRT EP)", "fer_anchor_keras": "fer anchor (Keras)",
+                 "fer_anchor_tflite": "fer anchor (TFLite)"}
 
 
 class MissingArtifact(FileNotFoundError):
@@ -50,6 +51,13 @@ def table_2(run_dir: Path) -> pd.DataFrame:
     ours = read_csv(run_dir, "model_results.csv").set_index("model")
     rows = pd.DataFrame({"source": "ours", "parameters": ours["parameters"], "train_percent": ours["train_acc"],
                          "test_percent": ours["test_acc"]})
+    anchor_csv = Path(run_dir) / "tables" / "anchor_accuracy.csv"
+    if anchor_csv.exists():  # written by 05 when the fer package's model could be fetched
+        anchor = pd.read_csv(anchor_csv).set_index("format")
+        rows = pd.concat([rows, pd.DataFrame({"source": "anchor (" + anchor["source"] + ", not held out)",
+                                              "parameters": anchor["parameters"],
+                                              "train_percent": anchor["Training_accuracy"],
+                                              "test_percent": anchor["PrivateTest_accuracy"]})])
     paper = published.table_2().assign(source="paper", parameters=np.nan)
     table = pd.concat([rows, paper[rows.columns]])
     table["test_minus_light_fer"] = (table["test_percent"] - published.table_2().loc["Light-FER", "test_percent"]).round(2)
