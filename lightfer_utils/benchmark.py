@@ -90,7 +90,8 @@ def pipeline_benchmark(predictor, stage, frames: np.ndarray, iterations: int = 1
             classify_faces(stage, predictor, frames[i % len(frames)])
         wall = time.perf_counter() - start
     result = stage.times.per_frame_ms()
-    result.update({"frames": iterations, "faces": stage.times.faces, "fps": iterations / wall})
+    result.update({"frames": iterations, "faces": stage.times.faces, "full_detections": stage.times.full_detections,
+                   "fps": iterations / wall})
     result.update(monitor.summary())
     return result
 

@@ -94,6 +94,7 @@ def predict_files(
         writer = None
         found = 0
         try:
+            stage.reset()  # a new image or video: nothing to follow from the previous file
             frames = _frames(path, every)
             if is_video and progress:
                 frames = tqdm(frames, total=-(-video_frame_count(path) // every), desc=path.name, unit="frame", leave=False)
@@ -162,3 +163,18 @@ def benchmark_frames(count: int = 4, size: tuple[int, int] = (640, 480)) -> np.n
         frame[top:top + face.shape[0], left:left + face.shape[1]] = face
         frames.append(frame)
     return np.stack(frames)
+
+
+def moving_face_frames(count: int = 100, size: tuple[int, int] = (640, 480)) -> np.ndarray:
+    """Consecutive 640x480 gray frames of a video-like clip: the astronaut's face gliding along an
+    ellipse, a few pixels per frame (for the face stage's full_detect_every mode)."""
+    import cv2
+    from skimage import data
+
+    face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)[0:260, 100:330]
+    free_x, free_y = size[0] - face.shape[1], size[1] - face.shape[0]
+    frames = np.full((count, size[1], size[0]), 128, np.uint8)
+    for i, angle in enumerate(np.linspace(0, 2 * np.pi, count, endpoint=False)):
+        left, top = int(free_x / 2 * (1 + np.cos(angle))), int(free_y / 2 * (1 + np.sin(angle)))
+        frames[i, top:top + face.shape[0], left:left + face.shape[1]] = face
+    return frames

@@ -203,3 +203,35 @@ def test_predict_command(tmp_path, astronaut_rgb, models, capsys):
     assert main(["predict", str(image), str(tmp_path / "bad"), "--model", str(models["onnx"]), "--strict"]) == 1
     assert main(["predict", str(image), "--model", str(tmp_path / "absent.onnx")]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_video_mode_follows_the_face_like_full_detection_with_a_tenth_of_the_full_searches():
+    from lightfer_utils.predict import moving_face_frames
+
+    frames = moving_face_frames(40)
+    every_frame, followed = FaceStage(), FaceStage(full_detect_every=10)
+    for frame in frames:
+        expected, got = every_frame(frame), followed(frame)
+        assert len(expected) == len(got) == 1
+        assert same_face(got[0].box, expected[0].box)
+    assert every_frame.times.full_detections == 40 and followed.times.full_detections == 4
+
+
+def test_video_mode_searches_the_whole_frame_again_when_the_face_is_lost():
+    from lightfer_utils.predict import benchmark_frames
+
+    first, elsewhere = benchmark_frames(2)  # the same face at two distant places
+    stage = FaceStage(full_detect_every=100)
+    before = stage(first)
+    assert len(stage(np.full_like(first, 128))) == 0  # gone: a full search, which finds nothing
+    after = stage(elsewhere)
+    assert len(before) == len(after) == 1 and not same_face(after[0].box, before[0].box)
+    assert stage.times.full_detections == 3
+    stage.reset()
+    stage(first)
+    assert stage.times.full_detections == 4
+
+
+def test_video_mode_rejects_a_negative_interval():
+    with pytest.raises(ValueError, match="full_detect_every"):
+        FaceStage(full_detect_every=-1)
