@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow
 from lightfer_utils.data import FerData
 from lightfer_utils.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta, keras_predictor
 from lightfer_utils.models import build_model
-from lightfer_utils.train import TrainConfig, load_best, train
+from lightfer_utils.train import TrainConfig, load_best, load_config, train
 
 
 def parse_models(models: str) -> list[str]:
@@ -22,6 +23,24 @@ def parse_models(models: str) -> list[str]:
     if unknown or not names:
         raise ValueError(f"models={models!r}: unknown {unknown or 'empty list'}; choose from {', '.join(BUILDERS)}")
     return names
+
+
+def start_from(resume_from: str, names: list[str], training_root: Path) -> dict[str, TrainConfig]:
+    """Copy earlier training directories (comma-separated, e.g. the shipped models/light_fer_net/training)
+    into this run, each under its model's name, keeping its own config: 02 then continues it, or
+    only evaluates it when it is finished. The originals are not touched."""
+    configs: dict[str, TrainConfig] = {}
+    for source in (Path(s.strip()) for s in resume_from.split(",") if s.strip()):
+        if not (source / "config.json").is_file() or not (source / "state.json").is_file():
+            raise FileNotFoundError(f"resume_from: {source} is not a training directory (no config.json/state.json)")
+        config = load_config(source)
+        if config.model not in names:
+            raise ValueError(f"resume_from: {source} trains {config.model!r}, which is not in models={','.join(names)}")
+        if config.model in configs:
+            raise ValueError(f"resume_from: two directories train {config.model!r}")
+        shutil.copytree(source, training_root / config.model)  # fails if this run already has one
+        configs[config.model] = config
+    return configs
 
 
 def model_config_for(name: str, xception_input_size: int) -> dict[str, Any]:

@@ -85,3 +85,23 @@ def test_a_run_directory_is_not_reused_for_another_config(tmp_path):
     with pytest.raises(FileExistsError, match="different config"):
         train(TrainConfig(model_config={"widths": (8, 8, 8, 8)}, epochs=2, batch_size=16), tiny_split(32, 1, 0),
               tiny_split(14, 2, 1), tmp_path / "run", verbose=0)
+
+
+def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_path):
+    from lightfer_utils.zoo import start_from
+
+    earlier = tmp_path / "shipped" / "training"
+    earlier.mkdir(parents=True)
+    config = TrainConfig(model="mini_xception", epochs=3, seed=7)
+    (earlier / "config.json").write_text(config.to_json())
+    (earlier / "state.json").write_text(json.dumps({"epochs_done": 3}))
+    root = tmp_path / "run" / "training"
+    assert start_from("", ["mini_xception"], root) == {}
+    assert start_from(str(earlier), ["light_fer_net", "mini_xception"], root) == {"mini_xception": config}
+    assert (root / "mini_xception" / "state.json").exists() and (earlier / "state.json").exists()
+    with pytest.raises(FileExistsError):  # the run already holds one
+        start_from(str(earlier), ["mini_xception"], root)
+    with pytest.raises(ValueError, match="not in models"):
+        start_from(str(earlier), ["light_fer_net"], tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="not a training directory"):
+        start_from(str(tmp_path / "nowhere"), ["light_fer_net"], tmp_path / "other")
