@@ -213,6 +213,14 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from lightfer_utils.report import publish
+
+    copied = publish(Path(args.run_dir), Path(args.to), force=args.force)
+    print(f"{len(copied)} files and provenance.json from {args.run_dir} in {args.to}")
+    return 0
+
+
 def _cmd_tables(args: argparse.Namespace) -> int:
     from lightfer_utils.runner import regenerate_tables
 
@@ -302,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--force", action="store_true", help="replace the run's earlier 07 output")
     tables.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's own)")
     tables.set_defaults(handler=_cmd_tables)
+
+    publish = commands.add_parser("publish", help="copy a finished run's paper tables and figures into figures/")
+    publish.add_argument("run_dir")
+    publish.add_argument("--to", default="figures", help="default: figures/ (of the current directory)")
+    publish.add_argument("--force", action="store_true", help="replace what the folder holds")
+    publish.set_defaults(handler=_cmd_publish)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     pipeline = bench.add_parser("pipeline", help="end-to-end FPS and per-stage times on 640x480 frames")

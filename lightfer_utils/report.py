@@ -210,3 +210,39 @@ def reproduction_report(run_dir: Path, tables: dict[str, pd.DataFrame], missing:
               "(see `models/*.card.md`), so Table 2's parameter counts differ by design.",
               "- Table 1 of the paper is an 'actual test' on the authors' own images; ours is the PrivateTest split.", ""]
     return "\n".join(lines)
+
+
+PUBLISHED_PATTERNS = ("figures/paper_*.png", "figures/paper_*.pdf", "tables/paper_table*.csv", "tables/paper_table*.md",
+                      "tables/paper_table*.tex", "REPRODUCTION.md")
+
+
+def publish(run_dir: Path, target: Path, force: bool = False) -> list[Path]:
+    """Copy a finished run's paper tables, figures and REPRODUCTION.md into `target` (the
+    repository's figures/), with provenance.json naming the run, its git revision and data hash."""
+    import shutil
+
+    run, target = Path(run_dir), Path(target)
+    manifest_file = run / "manifest.json"
+    if not manifest_file.is_file():
+        raise MissingArtifact(f"{run} has no manifest.json: not a run directory of `lightfer run`")
+    manifest = json.loads(manifest_file.read_text())
+    if manifest.get("status") != "completed":
+        raise ValueError(f"{run} did not complete (status {manifest.get('status')!r}); publish only finished runs")
+    sources = sorted(p for pattern in PUBLISHED_PATTERNS for p in run.glob(pattern))
+    if not (run / "REPRODUCTION.md").is_file():
+        raise MissingArtifact(f"{run} has no REPRODUCTION.md: run 07_tables first (lightfer tables {run})")
+    if target.exists() and any(target.iterdir()) and not force:
+        raise FileExistsError(f"{target} is not empty; pass --force to replace what it holds")
+    if target.exists():
+        shutil.rmtree(target)
+    copied = []
+    for source in sources:
+        destination = target / source.relative_to(run)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
+        copied.append(destination)
+    provenance = {key: manifest.get(key) for key in ("run_id", "profile", "parameters", "overrides", "data", "git",
+                                                     "started", "finished", "host", "notebooks")}
+    provenance["run_dir"] = run.name
+    (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    return copied

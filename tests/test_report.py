@@ -57,3 +57,32 @@ def test_missing_artifacts_are_named_and_all_formats_written(run_dir):
     assert "\\toprule" in paths["tex"].read_text() and "| light_fer_net" in paths["md"].read_text()
     text = report.reproduction_report(run_dir, {"table2": report.table_2(run_dir)}, {"table1": "x", "table3": "y", "table4": "z"})
     assert "Not produced: y" in text and "light_fer_net" in text
+
+
+def test_publish_copies_a_finished_runs_tables_and_figures_with_provenance(tmp_path):
+    from lightfer_utils.cli import main
+
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    (run / "tables").mkdir()
+    (run / "figures" / "paper_confusion.png").write_bytes(b"png")
+    (run / "figures" / "training_curves.png").write_bytes(b"not a paper figure")
+    (run / "tables" / "paper_table1.md").write_text("| table |")
+    manifest = {"run_id": "cpu-1", "status": "running", "git": {"commit": "abc", "dirty": False},
+                "data": {"sha256": "d" * 64}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    target = tmp_path / "figures"
+    with pytest.raises(ValueError, match="did not complete"):
+        report.publish(run, target)
+    (run / "manifest.json").write_text(json.dumps({**manifest, "status": "completed"}))
+    with pytest.raises(report.MissingArtifact, match="REPRODUCTION.md"):
+        report.publish(run, target)
+    (run / "REPRODUCTION.md").write_text("# report")
+    assert main(["publish", str(run), "--to", str(target)]) == 0
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
+        "REPRODUCTION.md", "figures/paper_confusion.png", "provenance.json", "tables/paper_table1.md"]
+    provenance = json.loads((target / "provenance.json").read_text())
+    assert provenance["git"]["commit"] == "abc" and provenance["data"]["sha256"] == "d" * 64
+    with pytest.raises(FileExistsError):  # never replaced silently
+        report.publish(run, target)
+    report.publish(run, target, force=True)
