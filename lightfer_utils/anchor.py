@@ -102,8 +102,11 @@ class AnchorPredictor(Predictor):
             self._run = self._run_tflite
         else:
             self.runtime = "keras"
+            import tensorflow as tf
+
             self.model = load_anchor_keras(path)
-            self._run = lambda inputs: self.model(inputs, training=False).numpy()
+            call = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)  # as our Keras rows
+            self._run = lambda inputs: call(tf.constant(inputs)).numpy()
 
     def _run_tflite(self, inputs: np.ndarray) -> np.ndarray:
         interpreter, tensor = self.inner.interpreter, self.inner.input
