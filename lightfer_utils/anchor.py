@@ -98,8 +98,7 @@ class AnchorPredictor(Predictor):
         super().__init__(path)
         if path.suffix == ".tflite":
             self.runtime = "tflite"
-            self.inner = TFLitePredictor(path)
-            self._run = self._run_tflite
+            self._run = TFLitePredictor(path)._predict  # its input shape is the model's own [N, 64, 64, 1]
         else:
             self.runtime = "keras"
             import tensorflow as tf
@@ -107,18 +106,6 @@ class AnchorPredictor(Predictor):
             self.model = load_anchor_keras(path)
             call = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)  # as our Keras rows
             self._run = lambda inputs: call(tf.constant(inputs)).numpy()
-
-    def _run_tflite(self, inputs: np.ndarray) -> np.ndarray:
-        interpreter, tensor = self.inner.interpreter, self.inner.input
-        if len(inputs) != self.inner.batch:
-            interpreter.resize_tensor_input(tensor["index"], list(inputs.shape))
-            interpreter.allocate_tensors()
-            self.inner.input = interpreter.get_input_details()[0]
-            self.inner.output = interpreter.get_output_details()[0]
-            self.inner.batch = len(inputs)
-        interpreter.set_tensor(self.inner.input["index"], inputs)
-        interpreter.invoke()
-        return interpreter.get_tensor(self.inner.output["index"])
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(anchor_inputs(faces)), dtype=np.float32)

@@ -78,7 +78,7 @@ class TFLitePredictor(Predictor):
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) != self.batch:
-            self.interpreter.resize_tensor_input(self.input["index"], [len(faces), 48, 48, 1])
+            self.interpreter.resize_tensor_input(self.input["index"], [len(faces)] + [int(d) for d in self.input["shape"][1:]])
             self.interpreter.allocate_tensors()
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
