@@ -83,15 +83,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import json
 
     from lightfer_utils.data import stratified_subset
+    from lightfer_utils.pipeline import Augmentation
     from lightfer_utils.train import TrainConfig, load_config, train
 
     out = Path(args.out)
     if args.resume:
         config = load_config(out)
     else:
+        augmentation = Augmentation(erase_probability=args.erase_probability).as_dict()
         config = TrainConfig(model=args.model, model_config=json.loads(args.model_config), epochs=args.epochs,
                              batch_size=args.batch_size, learning_rate=args.lr, label_smoothing=args.label_smoothing,
-                             class_weights=args.class_weights, patience=args.patience, seed=args.seed)
+                             class_weights=args.class_weights, augmentation=augmentation, patience=args.patience,
+                             seed=args.seed, teacher=args.teacher, distill_alpha=args.distill_alpha,
+                             distill_temperature=args.distill_temperature)
     data = _load_labelled(args)
     if args.subset < 1:
         data = stratified_subset(data, args.subset, seed=config.seed)
@@ -272,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--lr", type=float, default=1e-3)
     fit.add_argument("--label-smoothing", type=float, default=0.1)
     fit.add_argument("--class-weights", action="store_true")
+    fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
+    fit.add_argument("--teacher", default="", help="trained model (.keras or training directory) to distil from")
+    fit.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the labels against the teacher")
+    fit.add_argument("--distill-temperature", type=float, default=2.0)
     fit.add_argument("--patience", type=int, default=12)
     fit.add_argument("--seed", type=int, default=2022)
     fit.add_argument("--subset", type=float, default=1.0, help="stratified fraction of the data (smoke runs)")

@@ -26,6 +26,8 @@ class Augmentation:
     max_zoom: float = 0.1  # scale in [1 - z, 1 + z]
     max_brightness: float = 0.15  # fraction of 255
     max_contrast: float = 0.2  # factor in [1 - c, 1 + c]
+    erase_probability: float = 0.0  # random erasing (Zhong et al. 2020): share of faces with a noise patch
+    erase_max_area: float = 0.25  # largest patch, as a fraction of the face (smallest: 0.02)
 
     def as_dict(self) -> dict[str, float | bool]:
         return asdict(self)
@@ -59,7 +61,30 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.T
     contrast = 1.0 + tf.random.stateless_uniform([batch, 1, 1, 1], seeds[4], -1.0, 1.0) * aug.max_contrast
     brightness = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[5], -1.0, 1.0) * (aug.max_brightness * 255)
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-    return tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 255.0)
+    images = tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 255.0)
+    if aug.erase_probability > 0:
+        # seeds of their own, so the draws above stay what they were in runs without erasing
+        images = random_erase(images, tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 7), aug)
+    return images
+
+
+def random_erase(images: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor:
+    """Replaces one rectangle (area 2 %..erase_max_area of the face, aspect 0.3..3.3) of a share
+    erase_probability of the faces with uniform noise."""
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    area = tf.random.stateless_uniform([batch], seeds[0], 0.02, aug.erase_max_area) * IMAGE_SIZE**2
+    aspect = tf.exp(tf.random.stateless_uniform([batch], seeds[1], math.log(0.3), math.log(1 / 0.3)))
+    height = tf.minimum(tf.sqrt(area * aspect), IMAGE_SIZE)
+    width = tf.minimum(tf.sqrt(area / aspect), IMAGE_SIZE)
+    corner = tf.random.stateless_uniform([batch, 2], seeds[2]) * tf.stack([IMAGE_SIZE - height, IMAGE_SIZE - width], 1)
+    index = tf.range(IMAGE_SIZE, dtype=tf.float32)
+    rows = (index[None, :] >= corner[:, :1]) & (index[None, :] < corner[:, :1] + height[:, None])
+    cols = (index[None, :] >= corner[:, 1:]) & (index[None, :] < corner[:, 1:] + width[:, None])
+    erase = tf.random.stateless_uniform([batch], seeds[3]) < aug.erase_probability
+    patch = (rows[:, :, None] & cols[:, None, :] & erase[:, None, None])[..., None]
+    noise = tf.random.stateless_uniform(tf.shape(images), seeds[4], 0.0, 255.0)
+    return tf.where(patch, noise, images)
 
 
 def _targets(labels: np.ndarray) -> np.ndarray:

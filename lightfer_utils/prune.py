@@ -22,10 +22,27 @@ import tf_keras as keras
 
 from lightfer_utils.data import FerData
 from lightfer_utils.pipeline import steps_per_epoch, training_dataset
+from lightfer_utils.train import Distiller
 
 PRUNABLE = (keras.layers.Conv2D, keras.layers.Dense)
 PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU, keras.layers.Dropout,
                 keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """Restores, at the end, the weights of the epoch with the best PublicTest accuracy."""
+
+    def __init__(self):
+        super().__init__()
+        self.best, self.weights = -1.0, None
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if (logs or {}).get("val_accuracy", -1.0) > self.best:
+            self.best, self.weights = logs["val_accuracy"], self.model.get_weights()
+
+    def on_train_end(self, logs=None) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
 
 
 def fine_tune(
@@ -37,17 +54,24 @@ def fine_tune(
     batch_size: int = 64,
     label_smoothing: float = 0.1,
     seed: int = 0,
+    teacher: keras.Model | None = None,
+    keep_best: bool = False,
     callbacks: list | None = None,
     verbose: int = 2,
 ) -> keras.callbacks.History:
-    """A few epochs of Adam at a low constant rate, with the training pipeline's augmentation."""
+    """Adam with cosine decay from `learning_rate`, with the training pipeline's augmentation;
+    distilled from `teacher` when one is given. `keep_best` ends on the best PublicTest epoch
+    (only for models whose structure is fixed: tfmot's masks must reach their final sparsity)."""
     keras.utils.set_random_seed(seed)  # dropout; also required when op determinism is enabled
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics=["accuracy"])
+    steps = steps_per_epoch(len(train_data), batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps, alpha=0.05)
+    trained = model if teacher is None else Distiller(model, teacher)
+    trained.compile(optimizer=keras.optimizers.Adam(schedule),
+                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics=["accuracy"])
     stream = training_dataset(train_data.images, train_data.labels, batch_size, seed=seed)
     validation = (val_data.images.reshape(-1, 48, 48, 1).astype(np.float32), np.eye(7, dtype=np.float32)[val_data.labels])
-    return model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch(len(train_data), batch_size),
-                     validation_data=validation, callbacks=callbacks or [], verbose=verbose)
+    return trained.fit(stream, epochs=epochs, steps_per_epoch=steps, validation_data=validation,
+                       callbacks=[*(callbacks or []), *([_KeepBest()] if keep_best else [])], verbose=verbose)
 
 
 # --------------------------------------------------------------------------- tfmot (unstructured, 2:4)
@@ -221,16 +245,52 @@ def channel_importance(model: keras.Model, plan: ChannelPlan) -> dict[int, np.nd
     return scores
 
 
-def prune_channels(model: keras.Model, keep_fraction: float, min_channels: int = 8) -> tuple[keras.Model, pd.DataFrame]:
+def recalibrate_batch_norm(
+    model: keras.Model, faces: np.ndarray, batch_size: int = 256, batches: int = 16, seed: int = 0
+) -> None:
+    """Re-estimates every BatchNormalization layer's moving mean and variance on a random sample
+    of `faces` (the folder layout lists them class by class), as a cumulative average over
+    `batches` batches. Once channels are removed, the statistics that later layers had during
+    training no longer hold (measured: 22 % PublicTest accuracy before recalibration, 47 % after)."""
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    sample = np.random.default_rng(seed).permutation(len(faces))[:batches * batch_size]
+    faces = np.asarray(faces, dtype=np.float32).reshape(-1, 48, 48, 1)[sample]
+    try:
+        for i in range(min(batches, -(-len(faces) // batch_size))):
+            for layer in norms:
+                layer.momentum = i / (i + 1)  # batch i gets weight 1 / (i + 1): a plain average
+            model(faces[i * batch_size:(i + 1) * batch_size], training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
+def prune_channels(
+    model: keras.Model,
+    keep_fraction: float,
+    calibration_faces: np.ndarray | None = None,
+    min_channels: int = 16,
+    multiple_of: int = 16,
+) -> tuple[keras.Model, pd.DataFrame]:
     """A smaller dense copy of `model` keeping the `keep_fraction` most important channels of
-    every free channel space (L1 criterion), with the surviving weights copied over."""
+    every free channel space (L1 criterion), with the surviving weights copied over and, given
+    `calibration_faces` (Training faces, shuffled), batch-norm statistics re-estimated on them.
+
+    Kept counts are rounded to a multiple of `multiple_of`: CPU convolution kernels work on
+    blocks of 8 or 16 channels (AVX2, AVX-512), and a width off that grid can run slower than
+    the unpruned one (measured here: 51 of 64 channels slower than 64, 48 faster).
+    """
     if not 0 < keep_fraction <= 1:
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    if multiple_of < 1:
+        raise ValueError(f"multiple_of must be at least 1, got {multiple_of}")
     plan = channel_plan(model)
     keep: dict[int, np.ndarray] = {}
     rows = []
     for space, score in channel_importance(model, plan).items():
-        count = min(len(score), max(min_channels, int(round(len(score) * keep_fraction))))
+        rounded = multiple_of * max(1, int(round(len(score) * keep_fraction / multiple_of)))
+        count = min(len(score), max(min_channels, rounded))
         keep[space] = np.sort(np.argsort(-score, kind="stable")[:count])
         rows.append({"layers": ", ".join(plan.producers[space]), "channels": len(score), "kept": count})
 
@@ -261,6 +321,8 @@ def prune_channels(model: keras.Model, keep_fraction: float, min_channels: int =
         elif isinstance(old, keras.layers.BatchNormalization) and out_keep is not None:
             weights = [w[out_keep] for w in weights]
         new.set_weights(weights)
+    if calibration_faces is not None:
+        recalibrate_batch_norm(smaller, calibration_faces)
     return smaller, pd.DataFrame(rows)
 
 

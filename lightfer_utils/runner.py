@@ -35,7 +35,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Minutes on 2 CPU cores, seeded and deterministic, so nbval can check the outputs.
     "smoke": {"seed": 0, "subset_fraction": 0.05, "epochs": 1, "deterministic": True,
               "calibration_size": 200, "latency_iterations": 20, "sparsities": "0.5", "channel_keep": "0.5",
-              "prune_epochs": 1, "iterations": 20, "pipeline_iterations": 10,
+              "prune_epochs": 1, "structured_epochs": 1, "iterations": 20, "pipeline_iterations": 10,
               "models": "light_fer_net,mini_xception,simple_cnn,vgg_style,resnet50,xception"},
     # The full data on a CPU machine: the models that train in hours there.
     "cpu": {"seed": 0, "subset_fraction": 1.0, "epochs": 40, "models": "light_fer_net,mini_xception,simple_cnn"},

@@ -55,9 +55,46 @@ class TrainConfig:
     augmentation: dict[str, Any] | None = field(default_factory=lambda: Augmentation().as_dict())
     patience: int = 15  # epochs without PublicTest improvement before stopping; 0 = never
     seed: int = 2022
+    teacher: str = ""  # a trained model (.keras or training directory) to distil from; "" = none
+    distill_alpha: float = 0.5  # weight of the labels; 1 - alpha goes to the teacher
+    distill_temperature: float = 2.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+class Distiller(keras.Model):
+    """Trains `student` on a mix of the labels and the `teacher`'s probabilities for the same
+    augmented batch (knowledge distillation, Hinton et al. 2015): loss = alpha * CE(labels) +
+    (1 - alpha) * T^2 * KL(teacher_T || student_T), where _T softens by the temperature T.
+    Both models end in a softmax, so their log-probabilities serve as logits. Validation and
+    prediction use the student alone."""
+
+    def __init__(self, student: keras.Model, teacher: keras.Model, alpha: float = 0.5, temperature: float = 2.0):
+        super().__init__(name="distiller")
+        if not 0 <= alpha <= 1 or temperature <= 0:
+            raise ValueError(f"need 0 <= alpha <= 1 and temperature > 0, got alpha={alpha}, temperature={temperature}")
+        self.student, self.teacher, self.alpha, self.temperature = student, teacher, alpha, temperature
+
+    def call(self, faces, training=False):
+        return self.student(faces, training=training)
+
+    def _softened(self, probabilities):
+        return tf.nn.softmax(tf.math.log(tf.clip_by_value(probabilities, 1e-7, 1.0)) / self.temperature)
+
+    def train_step(self, data):
+        faces, targets = data
+        teacher = self._softened(self.teacher(faces, training=False))
+        with tf.GradientTape() as tape:
+            probabilities = self.student(faces, training=True)
+            hard = self.compiled_loss(targets, probabilities, regularization_losses=self.student.losses)
+            # averaged over the global batch, like compiled_loss, so replicas add up correctly
+            soft = tf.nn.compute_average_loss(keras.losses.kl_divergence(teacher, self._softened(probabilities)))
+            loss = self.alpha * hard + (1 - self.alpha) * self.temperature**2 * soft
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.compiled_metrics.update_state(targets, probabilities)
+        return {"loss": loss, **{m.name: m.result() for m in self.metrics if m.name != "loss"}}
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -86,9 +123,11 @@ def class_weight_map(labels: np.ndarray) -> dict[int, float]:
 class _EpochState(keras.callbacks.Callback):
     """Saves checkpoint, history row, state and best model at the end of every epoch."""
 
-    def __init__(self, run_dir: Path, manager: tf.train.CheckpointManager, state: dict[str, Any], patience: int):
+    def __init__(self, run_dir: Path, manager: tf.train.CheckpointManager, state: dict[str, Any], patience: int,
+                 student: keras.Model):
         super().__init__()
         self.run_dir, self.manager, self.state, self.patience = run_dir, manager, state, patience
+        self.student = student  # the model itself, also when a Distiller trains it
         self.started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
@@ -99,7 +138,7 @@ class _EpochState(keras.callbacks.Callback):
         seconds = time.time() - self.started
         improved = logs["val_accuracy"] > self.state["best_val_accuracy"]
         if improved:
-            self.model.save_weights(self.run_dir / BEST_WEIGHTS)
+            self.student.save_weights(self.run_dir / BEST_WEIGHTS)
             self.state.update(best_val_accuracy=float(logs["val_accuracy"]), best_epoch=epoch + 1, stale_epochs=0)
         else:
             self.state["stale_epochs"] += 1
@@ -155,7 +194,7 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     config_file = run / "config.json"
     if config_file.exists():
-        if json.loads(config_file.read_text()) != json.loads(config.to_json()):
+        if load_config(run).to_json() != config.to_json():  # fields added since take their defaults
             raise FileExistsError(
                 f"{run} holds a run with a different config; choose a new directory (runs are never overwritten)"
             )
@@ -171,8 +210,12 @@ def train(
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(config.model, **config.model_config)
+        trained = model
+        if config.teacher:
+            teacher = load_trained(config.teacher)
+            trained = Distiller(model, teacher, config.distill_alpha, config.distill_temperature)
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
-        model.compile(
+        trained.compile(
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
@@ -196,7 +239,7 @@ def train(
     train_labels = train_data.soft_labels if train_data.soft_labels is not None else train_data.labels
     val_labels = val_data.soft_labels if val_data.soft_labels is not None else val_data.labels
     stream = training_dataset(train_data.images, train_labels, batch, config.seed, state["epochs_done"], augmentation)
-    model.fit(
+    trained.fit(
         stream,
         epochs=config.epochs,
         initial_epoch=state["epochs_done"],
@@ -205,7 +248,7 @@ def train(
         class_weight=class_weight_map(train_data.labels) if config.class_weights else None,
         callbacks=[
             keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, config, replicas)),
-            _EpochState(run, manager, state, config.patience),
+            _EpochState(run, manager, state, config.patience, model),
             *(callbacks or []),
         ],
         verbose=verbose,
@@ -214,7 +257,12 @@ def train(
 
 
 def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
-    return TrainConfig(**json.loads((Path(run_dir) / "config.json").read_text()))
+    """The run's config; fields and augmentation settings added since it was written take their
+    defaults, which leave such runs as they were."""
+    config = TrainConfig(**json.loads((Path(run_dir) / "config.json").read_text()))
+    if config.augmentation is not None:
+        config.augmentation = Augmentation(**config.augmentation).as_dict()
+    return config
 
 
 def load_best(run_dir: str | os.PathLike[str]) -> keras.Model:

@@ -9,7 +9,8 @@ import tf_keras as keras
 
 from conftest import random_faces
 from lightfer_utils.models import build_model
-from lightfer_utils.prune import (channel_plan, compression_ratio, magnitude_prune, prune_channels, sparsity_table)
+from lightfer_utils.prune import (_KeepBest, channel_plan, compression_ratio, fine_tune, magnitude_prune, prune_channels,
+                                  recalibrate_batch_norm, sparsity_table)
 from test_training import tiny_split
 
 TINY = {"widths": (8, 16, 16, 16), "blocks": (0, 1, 1, 1), "dropout": 0.0}
@@ -42,7 +43,7 @@ def test_removing_dead_filters_changes_nothing_and_shrinks_the_model():
         kernel = model.get_layer(name).get_weights()[0]
         kernel[..., dead] = 0
         model.get_layer(name).set_weights([kernel])
-    smaller, table = prune_channels(model, 0.5, min_channels=1)
+    smaller, table = prune_channels(model, 0.5, min_channels=1, multiple_of=1)
     assert table["kept"].tolist() == [4, 4]
     assert smaller.get_layer("a").filters == 4 and smaller.count_params() < model.count_params()
     faces = random_faces(3).reshape(3, 48, 48, 1).astype(np.float32)
@@ -74,6 +75,48 @@ def test_magnitude_pruning_during_training_reaches_its_sparsity(kind):
 
 def test_compression_ratio_of_a_smaller_model_counts_against_the_original():
     model = build_model("light_fer_net", **TINY)
-    smaller, _ = prune_channels(model, 0.5)
+    smaller, _ = prune_channels(model, 0.5, min_channels=8, multiple_of=8)
     ratio = compression_ratio(sparsity_table(smaller), sparsity_table(model))
     assert 2.5 < ratio["R_weights"] < 4.5 and ratio["R_filters"] > 1.5 and ratio["R_channels"] > 1.5
+
+
+def test_batch_norm_recalibration_measures_the_features_it_is_given():
+    face = keras.Input((48, 48, 1))
+    features = keras.layers.Conv2D(4, 3, name="conv")(face)
+    model = keras.Model(face, keras.layers.BatchNormalization(name="bn")(features))
+    norm = model.get_layer("bn")
+    gamma, beta, _, _ = norm.get_weights()
+    norm.set_weights([gamma, beta, np.full(4, 99.0, np.float32), np.full(4, 99.0, np.float32)])  # stale statistics
+    faces = random_faces(32).reshape(32, 48, 48, 1).astype(np.float32)
+    seen = keras.Model(face, features)(faces).numpy()
+    recalibrate_batch_norm(model, faces, batch_size=8, batches=4)
+    mean, variance = norm.get_weights()[2:]
+    np.testing.assert_allclose(mean, seen.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+    pooled = seen.var(axis=(0, 1, 2))  # the average of per-batch variances lies just below it
+    assert np.all(variance < pooled * 1.01) and np.all(variance > pooled * 0.9)
+    assert norm.momentum == 0.99  # the layer's own momentum is back for training
+
+
+def test_keep_best_restores_the_best_publictest_epoch():
+    model = build_model("light_fer_net", **TINY)
+    keeper = _KeepBest()
+    keeper.set_model(model)
+    best = [w.copy() for w in model.get_weights()]
+    keeper.on_epoch_end(0, {"val_accuracy": 0.5})
+    model.set_weights([w + 1 for w in best])
+    keeper.on_epoch_end(1, {"val_accuracy": 0.4})
+    keeper.on_train_end()
+    for kept, restored in zip(best, model.get_weights()):
+        np.testing.assert_array_equal(kept, restored)
+
+
+def test_distilled_fine_tuning_trains_the_student_and_leaves_the_teacher():
+    teacher = build_model("light_fer_net", **TINY)
+    train_data, val_data = tiny_split(64, 1, 0), tiny_split(14, 2, 1)
+    student, _ = prune_channels(teacher, 0.5, calibration_faces=train_data.images, min_channels=8, multiple_of=8)
+    teacher_before, student_before = teacher.get_weights(), student.get_weights()
+    history = fine_tune(student, train_data, val_data, 2, batch_size=8, teacher=teacher, verbose=0)
+    assert len(history.history["val_accuracy"]) == 2 and np.isfinite(history.history["loss"]).all()
+    for before, after in zip(teacher_before, teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert any(not np.array_equal(b, a) for b, a in zip(student_before, student.get_weights()))

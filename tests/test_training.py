@@ -12,7 +12,7 @@ import tf_keras as keras
 from conftest import random_faces
 from lightfer_utils.data import FerData
 from lightfer_utils.pipeline import Augmentation, augment_batch, training_dataset
-from lightfer_utils.train import TrainConfig, load_best, train
+from lightfer_utils.train import TrainConfig, load_best, load_config, train
 
 
 def test_augmentation_is_a_function_of_its_seed():
@@ -35,6 +35,24 @@ def test_identity_augmentation_leaves_faces_unchanged_and_flip_mirrors():
     out = augment_batch(tf.constant(faces), tf.constant([0, 5], tf.int64), flip_only).numpy()
     for original, result in zip(faces, out):
         assert np.allclose(result, original, atol=1e-3) or np.allclose(result, original[:, ::-1], atol=1e-3)
+
+
+def test_random_erasing_replaces_one_rectangle_of_the_chosen_faces_and_nothing_else():
+    faces = np.full((64, 48, 48, 1), 128.0, np.float32)  # noise differs from a flat face almost everywhere
+    still = dict(flip=False, max_shift=0, max_rotation_deg=0, max_zoom=0, max_brightness=0, max_contrast=0)
+    seed = tf.constant([3, 4], tf.int64)
+    out = augment_batch(tf.constant(faces), seed, Augmentation(**still, erase_probability=0.5)).numpy()
+    changed = np.abs(out - faces)[..., 0] > 1.0
+    erased = changed.any(axis=(1, 2))
+    assert 16 < erased.sum() < 48  # about half of 64
+    for mask in changed[erased]:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert mask.sum() > 0.9 * box  # one filled rectangle
+        assert 0.01 * 48 * 48 <= box <= 0.3 * 48 * 48
+    plain = augment_batch(tf.constant(faces), seed, Augmentation()).numpy()
+    with_zero = augment_batch(tf.constant(faces), seed, Augmentation(erase_probability=0.0)).numpy()
+    np.testing.assert_array_equal(plain, with_zero)
 
 
 def test_epoch_k_is_the_same_whether_started_at_0_or_k():
@@ -105,3 +123,33 @@ def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_pa
         start_from(str(earlier), ["light_fer_net"], tmp_path / "other")
     with pytest.raises(FileNotFoundError, match="not a training directory"):
         start_from(str(tmp_path / "nowhere"), ["light_fer_net"], tmp_path / "other")
+
+
+def test_distilled_training_saves_the_student_and_resumes(tmp_path):
+    tiny = {"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}
+    train_data, val_data = tiny_split(64, 1, 0), tiny_split(21, 2, 1)
+    teacher_config = TrainConfig(model_config=tiny, epochs=1, batch_size=16, patience=0, warmup_epochs=0)
+    train(teacher_config, train_data, val_data, tmp_path / "teacher", verbose=0)
+    config = TrainConfig(model_config={**tiny, "widths": (8, 16, 16, 16)}, epochs=2, batch_size=16, patience=0,
+                         warmup_epochs=0, teacher=str(tmp_path / "teacher"), distill_alpha=0.3,
+                         augmentation={**Augmentation().as_dict(), "erase_probability": 0.5})
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_data, val_data, tmp_path / "student", verbose=0, callbacks=[_Interrupt()])
+    student = train(config, train_data, val_data, tmp_path / "student", verbose=0)
+    assert student.count_params() > load_best(tmp_path / "teacher").count_params()
+    assert load_best(tmp_path / "student").get_layer("stage1_block0_a_conv").filters == 16  # the student, alone
+    history = (tmp_path / "student" / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in history[1:]] == ["1", "2"]
+
+
+def test_a_run_written_before_new_config_fields_still_resumes(tmp_path):
+    config = TrainConfig(model_config={"widths": (8, 8, 8, 8)}, epochs=1, batch_size=16, patience=0)
+    train(config, tiny_split(32, 1, 0), tiny_split(14, 2, 1), tmp_path / "run", verbose=0)
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    for key in ("teacher", "distill_alpha", "distill_temperature"):
+        del stored[key]
+    for key in ("erase_probability", "erase_max_area"):
+        del stored["augmentation"][key]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(stored))
+    assert load_config(tmp_path / "run").to_json() == config.to_json()
+    train(load_config(tmp_path / "run"), tiny_split(32, 1, 0), tiny_split(14, 2, 1), tmp_path / "run", verbose=0)
