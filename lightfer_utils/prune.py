@@ -370,3 +370,24 @@ def variant_row(
         "PrivateTest_accuracy": round(evaluate(predict, test.images, test.labels).accuracy, 4),
         "onnx_latency_b1_ms": round(onnx_latency(model, test.images[:256], latency_iterations)["latency_p50_ms"], 3),
     }
+
+
+CHOICE_FILE = "chosen.json"
+
+
+def choose_structured(table: pd.DataFrame, variants: list[str], max_points_lost: float = 1.0) -> dict | None:
+    """The structured variant that saves the most latency among those within `max_points_lost`
+    PublicTest points of the dense model (PrivateTest plays no part); None if none qualifies.
+    `table` is 03's pruning table with its latency_reduction and PrivateTest_points_lost columns."""
+    dense = table.loc["dense"]
+    candidates = table.loc[variants]
+    eligible = candidates[(dense["PublicTest_accuracy"] - candidates["PublicTest_accuracy"]) * 100 <= max_points_lost]
+    if eligible.empty:
+        return None
+    name = str(eligible["latency_reduction"].idxmax())
+    row = table.loc[name]
+    return {"variant": name, "file": f"{name}.keras", "parameters": int(row["parameters"]),
+            "PublicTest_accuracy": float(row["PublicTest_accuracy"]), "PrivateTest_accuracy": float(row["PrivateTest_accuracy"]),
+            "latency_reduction": float(row["latency_reduction"]), "PrivateTest_points_lost": float(row["PrivateTest_points_lost"]),
+            "goal_met": bool(row["latency_reduction"] >= 0.30 and row["PrivateTest_points_lost"] <= 1.0)}
+

@@ -223,6 +223,21 @@ def export_formats(model, out_dir: str | os.PathLike[str], calibration_faces: np
     return files
 
 
+ALLOWED_POINTS_LOST = {"fp16": 0.3, "int8": 1.0, "dynamic": 1.0}  # issue targets; FP32 formats: none
+
+
+def targets_table(formats: "pd.DataFrame", reference: str = "keras_fp32") -> "pd.DataFrame":
+    """Accuracy points each format loses against `reference`, the loss allowed for its precision
+    and whether it stays within it."""
+    from lightfer_utils.export import precision_of
+
+    lost = ((formats.loc[reference, "accuracy"] - formats["accuracy"]) * 100).round(2)
+    allowed = [ALLOWED_POINTS_LOST.get(precision_of(name), 0.0) for name in formats.index]
+    targets = formats[["accuracy"]].assign(points_lost=lost, allowed=allowed)
+    targets["met"] = targets["points_lost"] <= targets["allowed"]
+    return targets
+
+
 def head_vs_tflite(model, tflite_int8: str | os.PathLike[str], layer: str = "probabilities") -> dict[str, float]:
     """Eq. 2-4 on the dense head (which TFLite stores unfused) vs the INT8 file's weights."""
     kernel = model.get_layer(layer).get_weights()[0].T  # Keras (in, out) -> TFLite (out, in)

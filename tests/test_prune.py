@@ -120,3 +120,20 @@ def test_distilled_fine_tuning_trains_the_student_and_leaves_the_teacher():
     for before, after in zip(teacher_before, teacher.get_weights()):
         np.testing.assert_array_equal(before, after)
     assert any(not np.array_equal(b, a) for b, a in zip(student_before, student.get_weights()))
+
+
+def test_the_structured_choice_is_made_on_publictest_only():
+    from lightfer_utils.prune import choose_structured
+
+    table = pd.DataFrame({
+        "variant": ["dense", "channels_0.7", "channels_0.6", "channels_0.5"],
+        "parameters": [100, 50, 36, 25],
+        "PublicTest_accuracy": [0.660, 0.652, 0.651, 0.640],
+        "PrivateTest_accuracy": [0.678, 0.669, 0.650, 0.677],  # 0.5 looks best here, but PrivateTest does not choose
+        "latency_reduction": [0.0, 0.40, 0.56, 0.64],
+        "PrivateTest_points_lost": [0.0, 0.9, 2.8, 0.1],
+    }).set_index("variant")
+    choice = choose_structured(table, ["channels_0.7", "channels_0.6", "channels_0.5"])
+    assert choice["variant"] == "channels_0.6" and choice["file"] == "channels_0.6.keras"
+    assert choice["goal_met"] is False  # 2.8 points lost on PrivateTest: reported, not hidden
+    assert choose_structured(table, ["channels_0.5"]) is None

@@ -4,6 +4,7 @@ TFLite / ONNX Runtime formats keeping the model contract."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 import tf_keras as keras
@@ -117,3 +118,13 @@ def test_calibration_faces_come_from_training_only():
     faces = calibration_faces(data, 50, seed=0)
     assert len(faces) == 10 and (faces == 10).all()
     np.testing.assert_array_equal(calibration_faces(data, 4, seed=1), calibration_faces(data, 4, seed=1))
+
+
+def test_targets_allow_each_precision_its_own_loss():
+    from lightfer_utils.quantize import targets_table
+
+    formats = pd.DataFrame({"accuracy": [0.700, 0.700, 0.697, 0.6965, 0.690, 0.689]},
+                           index=["keras_fp32", "onnx_fp32", "onnx_fp16", "tflite_fp16", "onnx_int8", "tflite_dynamic"])
+    targets = targets_table(formats)
+    assert targets["allowed"].tolist() == [0.0, 0.0, 0.3, 0.3, 1.0, 1.0]
+    assert targets["met"].tolist() == [True, True, True, False, True, False]
