@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--label-smoothing", type=float, default=0.1)
     fit.add_argument("--class-weights", action="store_true")
     fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
-    fit.add_argument("--teacher", default="", help="trained model (.keras or training directory) to distil from")
+    fit.add_argument("--teacher", default="", help="trained model (.keras or training directory; relative: to the "
+                     "project root) to distil from")
     fit.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the labels against the teacher")
     fit.add_argument("--distill-temperature", type=float, default=2.0)
     fit.add_argument("--patience", type=int, default=12)

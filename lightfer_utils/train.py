@@ -55,7 +55,7 @@ class TrainConfig:
     augmentation: dict[str, Any] | None = field(default_factory=lambda: Augmentation().as_dict())
     patience: int = 15  # epochs without PublicTest improvement before stopping; 0 = never
     seed: int = 2022
-    teacher: str = ""  # a trained model (.keras or training directory) to distil from; "" = none
+    teacher: str = ""  # trained model (.keras or training dir; relative: to the project root) to distil from
     distill_alpha: float = 0.5  # weight of the labels; 1 - alpha goes to the teacher
     distill_temperature: float = 2.0
 
@@ -210,16 +210,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(config.model, **config.model_config)
-        trained = model
-        if config.teacher:
-            teacher = load_trained(config.teacher)
-            trained = Distiller(model, teacher, config.distill_alpha, config.distill_temperature)
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
-        trained.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, run / "checkpoint", max_to_keep=1)
     state_file = run / "state.json"
@@ -234,6 +225,14 @@ def train(
         print(f"{run} is complete ({state['epochs_done']} epochs)")
         return load_best(run)
 
+    with strategy.scope():  # the teacher is needed only when there is training left to do
+        trained = model if not config.teacher else Distiller(
+            model, load_trained(teacher_path(config.teacher)), config.distill_alpha, config.distill_temperature)
+        trained.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
     batch = config.batch_size * replicas
     augmentation = Augmentation(**config.augmentation) if config.augmentation else None
     train_labels = train_data.soft_labels if train_data.soft_labels is not None else train_data.labels
@@ -254,6 +253,13 @@ def train(
         verbose=verbose,
     )
     return load_best(run)
+
+
+def teacher_path(teacher: str) -> Path:
+    """A relative teacher path is relative to the project root (notebooks run in their run directory)."""
+    from lightfer_utils.provenance import PROJECT_ROOT
+
+    return Path(teacher) if Path(teacher).is_absolute() else PROJECT_ROOT / teacher
 
 
 def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -140,6 +141,8 @@ def test_distilled_training_saves_the_student_and_resumes(tmp_path):
     assert load_best(tmp_path / "student").get_layer("stage1_block0_a_conv").filters == 16  # the student, alone
     history = (tmp_path / "student" / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in history[1:]] == ["1", "2"]
+    shutil.rmtree(tmp_path / "teacher")  # a finished run is evaluated without its teacher
+    assert train(config, train_data, val_data, tmp_path / "student", verbose=0).count_params() == student.count_params()
 
 
 def test_a_run_written_before_new_config_fields_still_resumes(tmp_path):
