@@ -115,6 +115,19 @@ def _cmd_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ship_edge(args: argparse.Namespace) -> int:
+    from lightfer_utils.data import load_fer2013
+    from lightfer_utils.export import ship_edge_model
+
+    card = ship_edge_model(args.run_dir, load_fer2013(args.data), args.name, args.models_dir,
+                           latency_iterations=args.iterations, overwrite=args.force)
+    edge = card["formats"][card["edge_format"]]
+    print(f"{card['name']}: edge format {card['edge_format']} ({card['files'][card['edge_format']]['path']}), "
+          f"{card['architecture']['parameters']['total']:,} parameters, PrivateTest {edge['PrivateTest_accuracy'] * 100:.2f} %, "
+          f"batch-1 {edge['latency_b1_p50_ms']:.3f} ms; card {Path(args.models_dir) / (args.name + '.card.md')}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -292,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--models-dir", default="models")
     ship.add_argument("--force", action="store_true", help="replace existing model files")
     ship.set_defaults(handler=_cmd_ship)
+
+    edge = commands.add_parser("ship-edge", help="ship a run's structured-pruned, quantized model (03 + 04) with a card")
+    edge.add_argument("run_dir", help="a run directory in which 03 chose a structured variant and 04 quantized it")
+    edge.add_argument("--name", default="light_fer_net_edge")
+    edge.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
+    edge.add_argument("--models-dir", default="models")
+    edge.add_argument("--iterations", type=int, default=300, help="timed batch-1 calls per format")
+    edge.add_argument("--force", action="store_true", help="replace existing model files")
+    edge.set_defaults(handler=_cmd_ship_edge)
 
     score = commands.add_parser("evaluate", parents=[labels], help="accuracy of a model file (any format) on a split")
     score.add_argument("model")

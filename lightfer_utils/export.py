@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from lightfer_utils import CLASS_NAMES
@@ -192,3 +193,129 @@ def gpu_predictors(onnx_fp32: Path, out_dir: Path, calibration_faces: np.ndarray
         options = ort_provider_options(provider, Path(out_dir) / "ort_trt_cache")
         predictors[name] = OnnxPredictor(onnx_fp32, providers=[options, "CPUExecutionProvider"])
     return predictors, skipped
+
+
+EDGE_FORMATS = ("keras_fp32", "onnx_fp32", "onnx_int8", "tflite_int8")  # shipped: sources, TensorRT input, INT8
+EDGE_SUFFIXES = {"keras_fp32": ".keras", "onnx_fp32": ".onnx", "onnx_int8": "_int8.onnx", "tflite_int8": "_int8.tflite"}
+
+
+def ship_edge_model(
+    run_dir: str | os.PathLike[str],
+    data: FerData,
+    name: str,
+    models_dir: str | os.PathLike[str],
+    latency_iterations: int = 300,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Ship the pruned + quantized edge model of a finished run: the structured variant 03 chose
+    (pruned/chosen.json) in the formats 04 wrote (quantized_structured/), each re-measured here
+    on PublicTest and PrivateTest, with latency on this machine. The edge format is chosen on
+    PublicTest only: the fastest INT8 format within 1 point of the pruned FP32 model."""
+    from lightfer_utils.evaluate import compare_formats, parity_table
+    from lightfer_utils.prune import CHOICE_FILE
+    from lightfer_utils.quantize import FORMAT_FILES
+
+    run = Path(run_dir)
+    choice_file, formats_dir = run / "pruned" / CHOICE_FILE, run / "quantized_structured"
+    if not choice_file.is_file():
+        raise FileNotFoundError(f"{choice_file} is missing: 03 chose no structured variant in {run}, or did not run")
+    missing = [FORMAT_FILES[f] for f in EDGE_FORMATS if not (formats_dir / FORMAT_FILES[f]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{formats_dir} lacks {', '.join(missing)}: run 04 on {run} first")
+    target = Path(models_dir)
+    paths = {fmt: target / f"{name}{EDGE_SUFFIXES[fmt]}" for fmt in EDGE_FORMATS}
+    card_json, card_md = target / f"{name}.card.json", target / f"{name}.card.md"
+    existing = [p for p in (*paths.values(), card_json) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(map(str, existing))} exist; pass overwrite=True (CLI: --force) to replace them")
+
+    choice = json.loads(choice_file.read_text())
+    sources = {fmt: formats_dir / FORMAT_FILES[fmt] for fmt in EDGE_FORMATS}
+    validation, test = data.split("PublicTest"), data.split("PrivateTest")
+    formats = compare_formats(sources, test.images, test.labels, reference="keras_fp32", latency_iterations=latency_iterations)
+    public, _ = parity_table({fmt: load_predictor(path) for fmt, path in sources.items()},
+                             validation.images, validation.labels, reference="keras_fp32")
+    formats.insert(2, "PublicTest_accuracy", public["accuracy"])
+    formats = formats.rename(columns={"accuracy": "PrivateTest_accuracy"})
+    int8 = formats.loc[["onnx_int8", "tflite_int8"]]
+    within = int8[(formats.loc["keras_fp32", "PublicTest_accuracy"] - int8["PublicTest_accuracy"]) * 100 <= 1.0]
+    edge_format = str((within if not within.empty else int8)["latency_b1_p50_ms"].idxmin())
+
+    target.mkdir(parents=True, exist_ok=True)
+    for fmt, path in paths.items():
+        path.write_bytes(sources[fmt].read_bytes())
+    model = load_predictor(paths["keras_fp32"]).model
+    edge = evaluate(load_predictor(paths[edge_format]), test.images, test.labels)
+    manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {}
+    pruning = run / "tables" / "pruning.csv"
+    card: dict[str, Any] = {
+        "name": name,
+        "created": now_iso(),
+        "git": git_revision(),
+        "input": INPUT_CONTRACT,
+        "output": OUTPUT_CONTRACT,
+        "edge_format": edge_format,
+        "edge_format_rule": "fastest INT8 format (batch-1 p50) within 1 point of the pruned FP32 model on PublicTest",
+        "architecture": {"builder": "light_fer_net, structured-pruned", "parameters": count_parameters(model),
+                         "flops_per_face": count_flops(model),
+                         "widths": [int(layer.filters) for layer in model.layers if type(layer).__name__ == "Conv2D"]},
+        "pruning": choice,
+        "source_run": {"run_dir": os.path.relpath(run, target), "run_id": manifest.get("run_id"),
+                       "profile": manifest.get("profile"), "parameters": manifest.get("parameters"),
+                       "overrides": manifest.get("overrides"), "git": manifest.get("git"),
+                       "data_sha256": (manifest.get("data") or {}).get("sha256")},
+        "data": {"sha256": data.sha256, "PublicTest_sha256": validation.sha256, "PrivateTest_sha256": test.sha256},
+        "hardware": host_info(),
+        "formats": json.loads(formats.to_json(orient="index")),
+        "metrics_edge_format_PrivateTest": edge.summary(),
+        "pruning_table": json.loads(pd.read_csv(pruning).to_json(orient="records")) if pruning.is_file() else None,
+        "files": {fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+                  for fmt, path in paths.items()},
+    }
+    card_json.write_text(json.dumps(card, indent=2))
+    card_md.write_text(render_edge_card(card))
+    return card
+
+
+def render_edge_card(card: dict[str, Any]) -> str:
+    arch, pruning, source = card["architecture"], card["pruning"], card["source_run"]
+    edge = card["metrics_edge_format_PrivateTest"]
+    lines = [
+        f"# Model card: {card['name']} (edge model: structured-pruned and quantized)",
+        "",
+        f"Generated by `lightfer ship-edge` on {card['created']} from git {card['git']['commit']}"
+        f"{' (uncommitted changes)' if card['git']['dirty'] else ''}; every number below was measured by that command"
+        f" on {card['hardware']['cpu']} ({card['hardware']['logical_cores']} cores), except the pruning table, which is"
+        f" the source run's `tables/pruning.csv`.",
+        "",
+        f"- **Input**: {card['input']}",
+        f"- **Output**: {card['output']}",
+        f"- **Edge format**: `{card['files'][card['edge_format']]['path']}` ({card['edge_format_rule']}): "
+        f"PrivateTest accuracy {edge['accuracy'] * 100:.2f} %, macro-F1 {edge['macro_f1']:.4f}",
+        f"- **Architecture**: {arch['builder']}, convolution widths {arch['widths']}; "
+        f"{arch['parameters']['total']:,} parameters; {arch['flops_per_face'] / 1e6:.1f} MFLOPs per face",
+        f"- **Pruning**: variant `{pruning['variant']}` chosen on PublicTest in run `{source['run_id']}` "
+        f"(profile {source['profile']}, git {(source['git'] or {}).get('commit', '?')[:12]}); there "
+        f"{pruning['latency_reduction']:.0%} lower ONNX batch-1 latency than the dense model at "
+        f"{pruning['PrivateTest_points_lost']:+.2f} PrivateTest points",
+        f"- **Data**: FER2013 sha256 `{card['data']['sha256']}`",
+        "",
+        "| format | file | KiB | PublicTest | PrivateTest | agreement with FP32 | batch-1 p50 ms | batch-64 faces/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for fmt, row in card["formats"].items():
+        lines.append(f"| {fmt} | `{card['files'][fmt]['path']}` | {row['size_kb']:.0f} | {row['PublicTest_accuracy'] * 100:.2f} % "
+                     f"| {row['PrivateTest_accuracy'] * 100:.2f} % | {row['argmax_agreement_vs_keras_fp32'] * 100:.2f} % "
+                     f"| {row['latency_b1_p50_ms']:.3f} | {row['throughput_b64_faces_per_s']:.0f} |")
+    if card["pruning_table"]:
+        lines += ["", "The source run's pruning table (dense, tfmot magnitude and 2:4, structured):", "",
+                  "| variant | parameters | MFLOPs | gzipped KiB | PublicTest | PrivateTest | ONNX batch-1 ms |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in card["pruning_table"]:
+            lines.append(f"| {row['variant']} | {row['parameters']:,} | {row['mflops']} | {row['gzipped_kb']} | "
+                         f"{row['PublicTest_accuracy'] * 100:.2f} % | {row['PrivateTest_accuracy'] * 100:.2f} % | "
+                         f"{row['onnx_latency_b1_ms']} |")
+    lines += ["", "Per-class recall of the edge format on PrivateTest:", "",
+              "| " + " | ".join(CLASS_NAMES) + " |", "|" + "---|" * len(CLASS_NAMES),
+              "| " + " | ".join(f"{edge[f'recall_{c}']:.3f}" for c in CLASS_NAMES) + " |", ""]
+    return "\n".join(lines)

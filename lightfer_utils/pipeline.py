@@ -95,7 +95,13 @@ def _targets(labels: np.ndarray) -> np.ndarray:
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:
-    return math.ceil(count / batch_size)
+    """Full batches only: each epoch drops its ragged remainder (< batch_size faces, a different
+    set every epoch as the order is reshuffled). Training on a ragged last batch corrupted the
+    heap inside oneDNN on an AVX-512 CPU (mini-Xception's strided max-pool + residual add, a
+    batch of 27); full batches never did."""
+    if count < batch_size:
+        raise ValueError(f"{count} training faces is fewer than one batch of {batch_size}; lower the batch size")
+    return count // batch_size
 
 
 def training_dataset(
@@ -108,7 +114,7 @@ def training_dataset(
 ) -> tf.data.Dataset:
     """Endless stream of epochs (shuffled, augmented), starting at ``first_epoch``.
 
-    Use with ``steps_per_epoch(len(images), batch_size)``. labels: class indices [N] or soft
+    Use with ``steps_per_epoch(len(images), batch_size)`` (full batches only). labels: class indices [N] or soft
     targets [N, 7]; the stream yields float32 faces [B, 48, 48, 1] and targets [B, 7].
     """
     x = tf.constant(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=tf.uint8)
@@ -117,7 +123,7 @@ def training_dataset(
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True).enumerate()
 
         def load(step: tf.Tensor, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             faces = tf.cast(tf.gather(x, index), tf.float32)

@@ -57,7 +57,7 @@ def test_random_erasing_replaces_one_rectangle_of_the_chosen_faces_and_nothing_e
 
 
 def test_epoch_k_is_the_same_whether_started_at_0_or_k():
-    faces, labels = random_faces(40), np.arange(40) % 7
+    faces, labels = random_faces(48), np.arange(48) % 7
     from_start = list(training_dataset(faces, labels, 16, seed=3).take(6))  # 3 batches per epoch
     from_two = list(training_dataset(faces, labels, 16, seed=3, first_epoch=1).take(3))
     for (xa, ya), (xb, yb) in zip(from_start[3:], from_two):
@@ -156,3 +156,14 @@ def test_a_run_written_before_new_config_fields_still_resumes(tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps(stored))
     assert load_config(tmp_path / "run").to_json() == config.to_json()
     train(load_config(tmp_path / "run"), tiny_split(32, 1, 0), tiny_split(14, 2, 1), tmp_path / "run", verbose=0)
+
+
+def test_training_batches_are_always_full():
+    from lightfer_utils.pipeline import steps_per_epoch
+
+    stream = training_dataset(random_faces(27), np.arange(27) % 7, batch_size=8, seed=0, augmentation=None)
+    assert steps_per_epoch(27, 8) == 3
+    sizes = [len(faces) for faces, _ in stream.take(7)]  # two epochs and a bit: no ragged batch of 3
+    assert sizes == [8] * 7
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        steps_per_epoch(5, 8)
