@@ -151,3 +151,45 @@ def test_parity_check_names_the_failing_format():
     table.loc["tflite_fp16", "argmax_agreement_vs_keras_fp32"] = 0.99
     with pytest.raises(AssertionError, match="tflite_fp16"):
         check_parity(table.iloc[:2], "keras_fp32")
+
+
+def test_ship_edge_ships_the_chosen_pruned_model_in_its_quantized_formats(shipped, contest_csv, tmp_path, capsys):
+    from lightfer_utils.data import load_fer2013
+    from lightfer_utils.prune import CHOICE_FILE, prune_channels
+    from lightfer_utils.quantize import calibration_faces, export_formats
+
+    data = load_fer2013(contest_csv, progress=False)
+    run = tmp_path / "run"
+    assert main(["ship-edge", str(run), "--data", str(contest_csv), "--models-dir", str(tmp_path / "models")]) == 2
+    assert "chose no structured variant" in capsys.readouterr().err
+    dense = load_predictor(shipped / "tiny.keras").model
+    pruned, _ = prune_channels(dense, 0.5, min_channels=4, multiple_of=4)
+    (run / "pruned").mkdir(parents=True)
+    pruned.save(run / "pruned" / "channels_0.5.keras")
+    (run / "pruned" / CHOICE_FILE).write_text(json.dumps({
+        "variant": "channels_0.5", "file": "channels_0.5.keras", "parameters": pruned.count_params(),
+        "latency_reduction": 0.4, "PrivateTest_points_lost": 0.5, "goal_met": True}))
+    export_formats(pruned, run / "quantized_structured", calibration_faces(data, 14, seed=0))
+    (run / "tables").mkdir()
+    (run / "tables" / "pruning.csv").write_text(
+        "variant,parameters,mflops,gzipped_kb,PublicTest_accuracy,PrivateTest_accuracy,onnx_latency_b1_ms\n"
+        f"dense,{dense.count_params()},1.0,10.0,0.2,0.2,0.5\nchannels_0.5,{pruned.count_params()},0.5,5.0,0.2,0.2,0.3\n")
+    models = tmp_path / "models"
+    assert main(["ship-edge", str(run), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge",
+                 "--iterations", "5"]) == 0
+    card = json.loads((models / "edge.card.json").read_text())
+    assert {f["path"] for f in card["files"].values()} == {"edge.keras", "edge.onnx", "edge_int8.onnx", "edge_int8.tflite"}
+    assert card["edge_format"] in ("onnx_int8", "tflite_int8")
+    assert card["architecture"]["parameters"]["total"] == pruned.count_params()
+    test = data.split("PrivateTest")
+    for fmt, row in card["formats"].items():  # every accuracy is what the shipped file gives
+        probabilities = load_predictor(models / card["files"][fmt]["path"])(test.images)
+        assert row["PrivateTest_accuracy"] == pytest.approx(float((probabilities.argmax(1) == test.labels).mean()), abs=1e-4)
+    fastest_within = min((f for f in ("onnx_int8", "tflite_int8")
+                          if card["formats"]["keras_fp32"]["PublicTest_accuracy"] - card["formats"][f]["PublicTest_accuracy"] <= 0.01),
+                         key=lambda f: card["formats"][f]["latency_b1_p50_ms"], default=card["edge_format"])
+    assert card["edge_format"] == fastest_within
+    assert [row["variant"] for row in card["pruning_table"]] == ["dense", "channels_0.5"]
+    assert "edge_int8" in (models / "edge.card.md").read_text()
+    assert main(["ship-edge", str(run), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge"]) == 2
+    assert "--force" in capsys.readouterr().err
