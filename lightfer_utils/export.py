@@ -44,6 +44,16 @@ def export_onnx(model, path: str | os.PathLike[str], opset: int = ONNX_OPSET) ->
     return target
 
 
+def _card_header(name: str) -> dict[str, Any]:
+    return {"name": name, "created": now_iso(), "git": git_revision(), "input": INPUT_CONTRACT, "output": OUTPUT_CONTRACT}
+
+
+def _refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(map(str, existing))} exist; pass overwrite=True (CLI: --force) to replace them")
+
+
 def ship_model(
     run_dir: str | os.PathLike[str],
     data: FerData,
@@ -59,9 +69,7 @@ def ship_model(
     target.mkdir(parents=True, exist_ok=True)
     paths = {fmt: target / f"{name}.{fmt}" for fmt in ("keras", "onnx")}
     card_json, card_md = target / f"{name}.card.json", target / f"{name}.card.md"
-    existing = [p for p in (*paths.values(), card_json) if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(map(str, existing))} exist; pass overwrite=True (CLI: --force) to replace them")
+    _refuse_overwrite([*paths.values(), card_json], overwrite)
 
     config = load_config(run)
     state = json.loads((run / "state.json").read_text())
@@ -79,11 +87,7 @@ def ship_model(
     onnx_probabilities = load_predictor(paths["onnx"])(test.images)
     keras_probabilities = predict(test.images)
     card: dict[str, Any] = {
-        "name": name,
-        "created": now_iso(),
-        "git": git_revision(),
-        "input": INPUT_CONTRACT,
-        "output": OUTPUT_CONTRACT,
+        **_card_header(name),
         "architecture": {"builder": config.model, "config": config.model_config,
                          "parameters": count_parameters(model), "flops_per_face": count_flops(model)},
         "training": {"config": json.loads(config.to_json()), "epochs_done": state["epochs_done"],
@@ -225,9 +229,7 @@ def ship_edge_model(
     target = Path(models_dir)
     paths = {fmt: target / f"{name}{EDGE_SUFFIXES[fmt]}" for fmt in EDGE_FORMATS}
     card_json, card_md = target / f"{name}.card.json", target / f"{name}.card.md"
-    existing = [p for p in (*paths.values(), card_json) if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(map(str, existing))} exist; pass overwrite=True (CLI: --force) to replace them")
+    _refuse_overwrite([*paths.values(), card_json], overwrite)
 
     choice = json.loads(choice_file.read_text())
     sources = {fmt: formats_dir / FORMAT_FILES[fmt] for fmt in EDGE_FORMATS}
@@ -249,11 +251,7 @@ def ship_edge_model(
     manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {}
     pruning = run / "tables" / "pruning.csv"
     card: dict[str, Any] = {
-        "name": name,
-        "created": now_iso(),
-        "git": git_revision(),
-        "input": INPUT_CONTRACT,
-        "output": OUTPUT_CONTRACT,
+        **_card_header(name),
         "edge_format": edge_format,
         "edge_format_rule": "fastest INT8 format (batch-1 p50) within 1 point of the pruned FP32 model on PublicTest",
         "architecture": {"builder": "light_fer_net, structured-pruned", "parameters": count_parameters(model),
