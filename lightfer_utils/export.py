@@ -294,8 +294,9 @@ def render_edge_card(card: dict[str, Any]) -> str:
         f"{arch['parameters']['total']:,} parameters; {arch['flops_per_face'] / 1e6:.1f} MFLOPs per face",
         f"- **Pruning**: variant `{pruning['variant']}` chosen on PublicTest in run `{source['run_id']}` "
         f"(profile {source['profile']}, git {(source['git'] or {}).get('commit', '?')[:12]}); there "
-        f"{pruning['latency_reduction']:.0%} lower ONNX batch-1 latency than the dense model at "
-        f"{pruning['PrivateTest_points_lost']:+.2f} PrivateTest points",
+        f"{pruning['latency_reduction']:.0%} lower ONNX batch-1 latency than the dense model, "
+        f"{pruning['PrivateTest_points_lost']:.2f} PrivateTest points lost (goal: at least 30 % lower latency "
+        f"within 1 point: {'met' if pruning['goal_met'] else 'not met'})",
         f"- **Data**: FER2013 sha256 `{card['data']['sha256']}`",
         "",
         "| format | file | KiB | PublicTest | PrivateTest | agreement with FP32 | batch-1 p50 ms | batch-64 faces/s |",
