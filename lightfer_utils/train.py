@@ -75,6 +75,11 @@ class Distiller(keras.Model):
         if not 0 <= alpha <= 1 or temperature <= 0:
             raise ValueError(f"need 0 <= alpha <= 1 and temperature > 0, got alpha={alpha}, temperature={temperature}")
         self.student, self.teacher, self.alpha, self.temperature = student, teacher, alpha, temperature
+        self.total_loss = keras.metrics.Mean(name="loss")  # the epoch's mean of the combined loss
+
+    @property
+    def metrics(self):
+        return [self.total_loss, *super().metrics]  # listed here, so Keras resets it every epoch
 
     def call(self, faces, training=False):
         return self.student(faces, training=training)
@@ -94,7 +99,8 @@ class Distiller(keras.Model):
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         self.compiled_metrics.update_state(targets, probabilities)
-        return {"loss": loss, **{m.name: m.result() for m in self.metrics if m.name != "loss"}}
+        self.total_loss.update_state(loss)
+        return {"loss": self.total_loss.result(), **{m.name: m.result() for m in super().metrics if m.name != "loss"}}
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
