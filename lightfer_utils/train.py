@@ -68,18 +68,13 @@ class Distiller(keras.Model):
     augmented batch (knowledge distillation, Hinton et al. 2015): loss = alpha * CE(labels) +
     (1 - alpha) * T^2 * KL(teacher_T || student_T), where _T softens by the temperature T.
     Both models end in a softmax, so their log-probabilities serve as logits. Validation and
-    prediction use the student alone."""
+    prediction use the student alone; the reported loss is the label loss, as without a teacher."""
 
     def __init__(self, student: keras.Model, teacher: keras.Model, alpha: float = 0.5, temperature: float = 2.0):
         super().__init__(name="distiller")
         if not 0 <= alpha <= 1 or temperature <= 0:
             raise ValueError(f"need 0 <= alpha <= 1 and temperature > 0, got alpha={alpha}, temperature={temperature}")
         self.student, self.teacher, self.alpha, self.temperature = student, teacher, alpha, temperature
-        self.total_loss = keras.metrics.Mean(name="loss")  # the epoch's mean of the combined loss
-
-    @property
-    def metrics(self):
-        return [self.total_loss, *super().metrics]  # listed here, so Keras resets it every epoch
 
     def call(self, faces, training=False):
         return self.student(faces, training=training)
@@ -99,8 +94,15 @@ class Distiller(keras.Model):
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         self.compiled_metrics.update_state(targets, probabilities)
-        self.total_loss.update_state(loss)
-        return {"loss": self.total_loss.result(), **{m.name: m.result() for m in super().metrics if m.name != "loss"}}
+        # "loss" stays the label loss (the epoch's mean, as without a teacher), not the combined objective
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        faces, targets = data  # the student alone, on the labels
+        probabilities = self.student(faces, training=False)
+        self.compiled_loss(targets, probabilities, regularization_losses=self.student.losses)
+        self.compiled_metrics.update_state(targets, probabilities)
+        return {m.name: m.result() for m in self.metrics}
 
 
 def distribution_strategy() -> tf.distribute.Strategy:

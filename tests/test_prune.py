@@ -117,6 +117,7 @@ def test_distilled_fine_tuning_trains_the_student_and_leaves_the_teacher():
     teacher_before, student_before = teacher.get_weights(), student.get_weights()
     history = fine_tune(student, train_data, val_data, 2, batch_size=8, teacher=teacher, verbose=0)
     assert len(history.history["val_accuracy"]) == 2 and np.isfinite(history.history["loss"]).all()
+    assert all(loss > 0.5 for loss in history.history["val_loss"])  # the student's label loss, reported
     for before, after in zip(teacher_before, teacher.get_weights()):
         np.testing.assert_array_equal(before, after)
     assert any(not np.array_equal(b, a) for b, a in zip(student_before, student.get_weights()))
