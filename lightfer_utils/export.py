@@ -114,6 +114,22 @@ def ship_model(
     return card
 
 
+def training_recipe(config: dict[str, Any]) -> str:
+    """One line of a model card: how the model was trained (the card's JSON has every field)."""
+    augmentation = config.get("augmentation", {})
+    parts = [f"Adam, learning rate {config['learning_rate']:g} ({config['warmup_epochs']} warm-up epochs, cosine decay "
+             f"to {config['min_learning_rate']:g}), batch {config['batch_size']}, label smoothing {config['label_smoothing']:g}, "
+             f"seed {config['seed']}",
+             "augmentation " + ", ".join(f"{key} {value:g}" if not isinstance(value, bool) else key
+                                         for key, value in augmentation.items() if value)]
+    if config.get("class_weights"):
+        parts.append("class weights")
+    if config.get("teacher"):
+        parts.append(f"distilled from `{config['teacher']}` (alpha {config['distill_alpha']:g}, "
+                     f"temperature {config['distill_temperature']:g})")
+    return "; ".join(parts)
+
+
 def render_card(card: dict[str, Any]) -> str:
     arch, training, metrics = card["architecture"], card["training"], card["metrics"]
     lines = [
@@ -131,6 +147,7 @@ def render_card(card: dict[str, Any]) -> str:
         f"{' (stopped early)' if training['stopped_early'] else ''} (best PublicTest epoch {training['best_epoch']}), "
         f"{training['train_hours']} h on {training['hardware']['cpu']} ({training['hardware']['logical_cores']} cores); "
         f"state in `{training['run_dir']}`",
+        f"- **Recipe**: {training_recipe(training['config'])}",
         f"- **Data**: FER2013 sha256 `{card['data']['sha256']}` ({card['data']['origin_kind']} form)",
         "",
         "| split | accuracy | macro-F1 | ECE | faces |",

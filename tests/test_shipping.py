@@ -48,6 +48,18 @@ def test_ship_writes_model_files_and_a_card_with_measured_metrics(shipped, conte
     assert card["data"]["sha256"] == load_fer2013(contest_csv, progress=False).sha256
     markdown = (shipped / "tiny.card.md").read_text()
     assert "PrivateTest" in markdown and card["git"]["commit"] in markdown
+    assert "batch 7" in markdown and "seed 1" in markdown and "distilled" not in markdown
+
+
+def test_card_names_the_teacher_of_a_distilled_model(shipped):
+    from lightfer_utils.export import render_card
+
+    card = json.loads((shipped / "tiny.card.json").read_text())
+    card["training"]["config"].update(teacher="models/light_fer_net/training", distill_alpha=0.5, distill_temperature=2.0)
+    card["training"]["config"]["augmentation"]["erase_probability"] = 0.5
+    recipe = next(line for line in render_card(card).splitlines() if line.startswith("- **Recipe**"))
+    assert "distilled from `models/light_fer_net/training` (alpha 0.5, temperature 2)" in recipe
+    assert "erase_probability 0.5" in recipe
 
 
 def test_every_format_gives_the_same_probabilities_for_raw_faces(shipped):
