@@ -45,6 +45,7 @@ def export_onnx(model, path: str | os.PathLike[str], opset: int = ONNX_OPSET) ->
 
 
 def _card_header(name: str) -> dict[str, Any]:
+    """Taken before any file is written: replacing a tracked model file would make git's tree look dirty."""
     return {"name": name, "created": now_iso(), "git": git_revision(), "input": INPUT_CONTRACT, "output": OUTPUT_CONTRACT}
 
 
@@ -70,6 +71,7 @@ def ship_model(
     paths = {fmt: target / f"{name}.{fmt}" for fmt in ("keras", "onnx")}
     card_json, card_md = target / f"{name}.card.json", target / f"{name}.card.md"
     _refuse_overwrite([*paths.values(), card_json], overwrite)
+    header = _card_header(name)
 
     config = load_config(run)
     state = json.loads((run / "state.json").read_text())
@@ -87,7 +89,7 @@ def ship_model(
     onnx_probabilities = load_predictor(paths["onnx"])(test.images)
     keras_probabilities = predict(test.images)
     card: dict[str, Any] = {
-        **_card_header(name),
+        **header,
         "architecture": {"builder": config.model, "config": config.model_config,
                          "parameters": count_parameters(model), "flops_per_face": count_flops(model)},
         "training": {"config": json.loads(config.to_json()), "epochs_done": state["epochs_done"],
@@ -247,6 +249,7 @@ def ship_edge_model(
     paths = {fmt: target / f"{name}{EDGE_SUFFIXES[fmt]}" for fmt in EDGE_FORMATS}
     card_json, card_md = target / f"{name}.card.json", target / f"{name}.card.md"
     _refuse_overwrite([*paths.values(), card_json], overwrite)
+    header = _card_header(name)
 
     choice = json.loads(choice_file.read_text())
     sources = {fmt: formats_dir / FORMAT_FILES[fmt] for fmt in EDGE_FORMATS}
@@ -268,7 +271,7 @@ def ship_edge_model(
     manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {}
     pruning = run / "tables" / "pruning.csv"
     card: dict[str, Any] = {
-        **_card_header(name),
+        **header,
         "edge_format": edge_format,
         "edge_format_rule": "fastest INT8 format (batch-1 p50) within 1 point of the pruned FP32 model on PublicTest",
         "architecture": {"builder": "light_fer_net, structured-pruned", "parameters": count_parameters(model),
