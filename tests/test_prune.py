@@ -127,14 +127,27 @@ def test_the_structured_choice_is_made_on_publictest_only():
     from lightfer_utils.prune import choose_structured
 
     table = pd.DataFrame({
-        "variant": ["dense", "channels_0.7", "channels_0.6", "channels_0.5"],
-        "parameters": [100, 50, 36, 25],
-        "PublicTest_accuracy": [0.660, 0.652, 0.651, 0.640],
-        "PrivateTest_accuracy": [0.678, 0.669, 0.650, 0.677],  # 0.5 looks best here, but PrivateTest does not choose
-        "latency_reduction": [0.0, 0.40, 0.56, 0.64],
-        "PrivateTest_points_lost": [0.0, 0.9, 2.8, 0.1],
+        "variant": ["dense", "channels_0.8", "channels_0.7", "channels_0.6", "channels_0.5"],
+        "parameters": [100, 64, 50, 36, 25],
+        "PublicTest_accuracy": [0.660, 0.659, 0.652, 0.654, 0.640],
+        "PrivateTest_accuracy": [0.678, 0.676, 0.669, 0.650, 0.677],  # 0.5 looks best here, but PrivateTest does not choose
+        "latency_reduction": [0.0, 0.25, 0.40, 0.56, 0.64],
+        "PrivateTest_points_lost": [0.0, 0.2, 0.9, 2.8, 0.1],
     }).set_index("variant")
-    choice = choose_structured(table, ["channels_0.7", "channels_0.6", "channels_0.5"])
+    variants = ["channels_0.8", "channels_0.7", "channels_0.6", "channels_0.5"]
+    choice = choose_structured(table, variants)  # 0.8 is the most accurate, but not 30 % faster
     assert choice["variant"] == "channels_0.6" and choice["file"] == "channels_0.6.keras"
     assert choice["goal_met"] is False  # 2.8 points lost on PrivateTest: reported, not hidden
-    assert choose_structured(table, ["channels_0.5"]) is None
+    assert choose_structured(table, ["channels_0.8"]) is None
+    assert choose_structured(table, variants, min_latency_reduction=0.2)["variant"] == "channels_0.8"
+
+
+def test_latencies_of_several_models_are_measured_together(tmp_path):
+    from lightfer_utils.prune import onnx_latencies
+
+    build_model("light_fer_net", **TINY).save(tmp_path / "a.keras")
+    timings = onnx_latencies({"a": tmp_path / "a.keras", "b": tmp_path / "a.keras"}, np.zeros((4, 48, 48, 1), np.float32),
+                             iterations=5, rounds=2)
+    assert set(timings) == {"a", "b"} and all(t > 0 for t in timings.values())
+    with pytest.raises(ValueError, match="rounds"):
+        onnx_latencies({"a": tmp_path / "a.keras"}, np.zeros((4, 48, 48, 1), np.float32), rounds=0)
