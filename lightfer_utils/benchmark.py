@@ -4,6 +4,7 @@ This module runs on the Jetson Nano (JetPack 4.6, Python 3.6) with numpy only: n
 no syntax newer than 3.6 (checked with vermin in the tests).
 """
 
+import gc
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
@@ -43,6 +44,37 @@ def time_predictor(
         "latency_mean_ms": float(latencies_ms.mean()),
         "faces_per_second": float(batch_size * iterations / latencies.sum()),
     }
+
+
+def interleaved_timings(
+    loaders: Dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]],
+    faces: np.ndarray,
+    batch_sizes: Sequence[int] = (1,),
+    iterations: int = 100,
+    rounds: int = 5,
+    warmup: int = 10,
+) -> Dict[str, Dict[int, Dict[str, float]]]:
+    """`time_predictor` for several models measured together: in each of `rounds` rounds every
+    model is loaded in turn, timed at each batch size with only its own predictor alive, and
+    released. Per model and batch size, each figure is the median over the rounds.
+
+    Interleaving because a machine's speed drifts between measurements minutes apart (±15 % seen
+    on the 2-core CI host), and ONNX Runtime's idle worker threads keep spinning after a call,
+    slowing whichever predictor runs next while the session is alive."""
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1, got {}".format(rounds))
+    measured = {name: {size: [] for size in batch_sizes} for name in loaders}  # type: Dict[str, Dict[int, List[Dict[str, float]]]]
+    for _ in range(rounds):
+        for name, load in loaders.items():
+            predict = load()
+            for size in batch_sizes:
+                size_iterations = max(5, iterations // size) if size > 1 else iterations
+                measured[name][size].append(time_predictor(predict, faces, size, size_iterations, warmup))
+            del predict
+            gc.collect()
+    return {name: {size: {key: float(np.median([timing[key] for timing in timings])) for key in timings[0]}
+                   for size, timings in sizes.items()}
+            for name, sizes in measured.items()}
 
 
 def benchmark_predictors(

@@ -144,19 +144,22 @@ def compare_formats(
     reference: str,
     latency_iterations: int = 200,
     throughput_batch: int = 64,
+    rounds: int = 3,
 ) -> pd.DataFrame:
     """One row per model file: size, parity with the `reference` format (see `parity_table`),
-    batch-1 latency (ms, p50) and batch-N throughput (faces/s)."""
-    from lightfer_utils.benchmark import time_predictor
+    batch-1 latency (ms, p50) and batch-N throughput (faces/s), every file timed together
+    (`benchmark.interleaved_timings`, median of `rounds`)."""
+    from lightfer_utils.benchmark import interleaved_timings
     from lightfer_utils.predictor import load_predictor
 
     predictors = {name: load_predictor(path) for name, path in files.items()}
     table, _ = parity_table(predictors, faces, labels, reference)
+    del predictors  # timing loads each file again, one at a time
     table.insert(1, "file", [Path(files[n]).name for n in table.index])
     table.insert(2, "size_kb", [round(Path(files[n]).stat().st_size / 1024, 1) for n in table.index])
-    for name, predict in predictors.items():
-        single = time_predictor(predict, faces, 1, iterations=latency_iterations)
-        batched = time_predictor(predict, faces, throughput_batch, iterations=max(5, latency_iterations // 20))
-        table.loc[name, "latency_b1_p50_ms"] = round(single["latency_p50_ms"], 3)
-        table.loc[name, f"throughput_b{throughput_batch}_faces_per_s"] = round(batched["faces_per_second"], 1)
+    loaders = {name: (lambda path=path: load_predictor(path)) for name, path in files.items()}
+    timings = interleaved_timings(loaders, faces, (1, throughput_batch), iterations=latency_iterations, rounds=rounds)
+    for name, timing in timings.items():
+        table.loc[name, "latency_b1_p50_ms"] = round(timing[1]["latency_p50_ms"], 3)
+        table.loc[name, f"throughput_b{throughput_batch}_faces_per_s"] = round(timing[throughput_batch]["faces_per_second"], 1)
     return table

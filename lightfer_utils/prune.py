@@ -29,20 +29,10 @@ PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.Activation, keras.
                 keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
 
 
-class _KeepBest(keras.callbacks.Callback):
-    """Restores, at the end, the weights of the epoch with the best PublicTest accuracy."""
-
-    def __init__(self):
-        super().__init__()
-        self.best, self.weights = -1.0, None
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        if (logs or {}).get("val_accuracy", -1.0) > self.best:
-            self.best, self.weights = logs["val_accuracy"], self.model.get_weights()
-
-    def on_train_end(self, logs=None) -> None:
-        if self.weights is not None:
-            self.model.set_weights(self.weights)
+def best_epoch_keeper(epochs: int) -> keras.callbacks.EarlyStopping:
+    """Restores, at the end of training, the weights of the epoch with the best PublicTest
+    accuracy (patience = all epochs: it never stops training early)."""
+    return keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs, restore_best_weights=True)
 
 
 def fine_tune(
@@ -71,7 +61,7 @@ def fine_tune(
     stream = training_dataset(train_data.images, train_data.labels, batch_size, seed=seed)
     validation = (val_data.images.reshape(-1, 48, 48, 1).astype(np.float32), np.eye(7, dtype=np.float32)[val_data.labels])
     return trained.fit(stream, epochs=epochs, steps_per_epoch=steps, validation_data=validation,
-                       callbacks=[*(callbacks or []), *([_KeepBest()] if keep_best else [])], verbose=verbose)
+                       callbacks=[*(callbacks or []), *([best_epoch_keeper(epochs)] if keep_best else [])], verbose=verbose)
 
 
 # --------------------------------------------------------------------------- tfmot (unstructured, 2:4)
@@ -330,29 +320,17 @@ def onnx_latencies(
     models: dict[str, Path], faces: np.ndarray, iterations: int = 200, rounds: int = 5, threads: int = 0
 ) -> dict[str, float]:
     """Batch-1 p50 latency (ms) of each saved Keras model exported to ONNX and run by ONNX
-    Runtime's CPU provider: the median over `rounds` rounds, each timing every model in turn with
-    only its own session alive. All variants are timed together, interleaved, because this
-    machine's speed drifts between measurements minutes apart (±15 % seen here) and ONNX Runtime's
-    idle worker threads keep spinning after a call, slowing whichever session runs next."""
-    import gc
-
-    from lightfer_utils.benchmark import time_predictor
+    Runtime's CPU provider, all measured together (`benchmark.interleaved_timings`)."""
+    from lightfer_utils.benchmark import interleaved_timings
     from lightfer_utils.export import export_onnx
     from lightfer_utils.predictor import OnnxPredictor
 
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    timings: dict[str, list[float]] = {name: [] for name in models}
     with tempfile.TemporaryDirectory() as scratch:
         exported = {name: export_onnx(keras.models.load_model(path), Path(scratch) / f"{name}.onnx")
                     for name, path in models.items()}
-        for _ in range(rounds):
-            for name, path in exported.items():
-                predictor = OnnxPredictor(path, threads=threads)
-                timings[name].append(time_predictor(predictor, faces, 1, iterations=iterations)["latency_p50_ms"])
-                del predictor
-                gc.collect()
-    return {name: float(np.median(values)) for name, values in timings.items()}
+        loaders = {name: (lambda path=path: OnnxPredictor(path, threads=threads)) for name, path in exported.items()}
+        timings = interleaved_timings(loaders, faces, (1,), iterations=iterations, rounds=rounds)
+    return {name: timing[1]["latency_p50_ms"] for name, timing in timings.items()}
 
 
 def variant_row(

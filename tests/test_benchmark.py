@@ -33,6 +33,27 @@ def test_time_predictor_counts_calls_and_reports_percentiles():
         benchmark.time_predictor(predict, np.zeros((5, 48, 48)), batch_size=0)
 
 
+def test_interleaved_timings_load_each_model_once_per_round_in_turn():
+    events = []
+
+    def loader(name):
+        def load():
+            events.append(("load", name))
+            return lambda batch: events.append((name, len(batch))) or np.zeros((len(batch), 7), np.float32)
+        return load
+
+    timings = benchmark.interleaved_timings({"a": loader("a"), "b": loader("b")}, np.zeros((6, 48, 48), np.uint8),
+                                            batch_sizes=(1, 4), iterations=8, rounds=3, warmup=1)
+    loads = [name for event, name in events if event == "load"]
+    assert loads == ["a", "b"] * 3  # interleaved, one model alive at a time
+    first_round = events[:events.index(("load", "b"))]
+    assert first_round.count(("a", 1)) == 1 + 8 and first_round.count(("a", 4)) == 1 + 5  # warm-up + timed calls
+    assert set(timings) == {"a", "b"} and set(timings["a"]) == {1, 4}
+    assert timings["a"][4]["batch_size"] == 4 and timings["b"][1]["latency_p50_ms"] > 0
+    with pytest.raises(ValueError, match="rounds"):
+        benchmark.interleaved_timings({"a": loader("a")}, np.zeros((6, 48, 48)), rounds=0)
+
+
 def test_jetson_modules_need_no_python_newer_than_3_6():
     result = subprocess.run([str(Path(sys.executable).with_name("vermin")), "--no-tips", "--violations", "-t=3.6-",
                              *map(str, JETSON_MODULES)], capture_output=True, text=True)

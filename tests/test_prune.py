@@ -9,7 +9,7 @@ import tf_keras as keras
 
 from conftest import random_faces
 from lightfer_utils.models import build_model
-from lightfer_utils.prune import (_KeepBest, channel_plan, compression_ratio, fine_tune, magnitude_prune, prune_channels,
+from lightfer_utils.prune import (best_epoch_keeper, channel_plan, compression_ratio, fine_tune, magnitude_prune, prune_channels,
                                   recalibrate_batch_norm, sparsity_table)
 from test_training import tiny_split
 
@@ -99,8 +99,9 @@ def test_batch_norm_recalibration_measures_the_features_it_is_given():
 
 def test_keep_best_restores_the_best_publictest_epoch():
     model = build_model("light_fer_net", **TINY)
-    keeper = _KeepBest()
+    keeper = best_epoch_keeper(epochs=2)
     keeper.set_model(model)
+    keeper.on_train_begin()
     best = [w.copy() for w in model.get_weights()]
     keeper.on_epoch_end(0, {"val_accuracy": 0.5})
     model.set_weights([w + 1 for w in best])
