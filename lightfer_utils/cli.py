@@ -94,8 +94,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(model=args.model, model_config=json.loads(args.model_config), epochs=args.epochs,
                              batch_size=args.batch_size, learning_rate=args.lr, label_smoothing=args.label_smoothing,
                              class_weights=args.class_weights, augmentation=augmentation, patience=args.patience,
-                             seed=args.seed, teacher=args.teacher, distill_alpha=args.distill_alpha,
-                             distill_temperature=args.distill_temperature)
+                             seed=args.seed, teacher=",".join(args.teacher), distill_alpha=args.distill_alpha,
+                             distill_temperature=args.distill_temperature, teacher_flip=args.teacher_flip,
+                             init_from=args.init_from)
     data = _load_labelled(args)
     if args.subset < 1:
         data = stratified_subset(data, args.subset, seed=config.seed)
@@ -290,8 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--label-smoothing", type=float, default=0.1)
     fit.add_argument("--class-weights", action="store_true")
     fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
-    fit.add_argument("--teacher", default="", help="trained model (.keras or training directory; relative: to the "
-                     "project root) to distil from")
+    fit.add_argument("--teacher", nargs="+", default=[], help="trained model(s) (.keras or training directory; "
+                     "relative: to the project root) to distil from; several teach by their mean probability")
+    fit.add_argument("--teacher-flip", action="store_true", help="the teacher also sees the mirrored face (averaged)")
+    fit.add_argument("--init-from", default="", help="trained model of the same architecture whose weights start the "
+                     "run (fine-tuning)")
     fit.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the labels against the teacher")
     fit.add_argument("--distill-temperature", type=float, default=2.0)
     fit.add_argument("--patience", type=int, default=12)

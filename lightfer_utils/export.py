@@ -126,8 +126,12 @@ def training_recipe(config: dict[str, Any]) -> str:
                                          for key, value in augmentation.items() if value)]
     if config.get("class_weights"):
         parts.append("class weights")
+    if config.get("init_from"):
+        parts.append(f"started from the weights of `{config['init_from']}`")
     if config.get("teacher"):
-        parts.append(f"distilled from `{config['teacher']}` (alpha {config['distill_alpha']:g}, "
+        teachers = " + ".join(f"`{t}`" for t in config["teacher"].split(","))
+        mirrored = ", each with its mirrored face" if config.get("teacher_flip") else ""
+        parts.append(f"distilled from {teachers}{mirrored} (alpha {config['distill_alpha']:g}, "
                      f"temperature {config['distill_temperature']:g})")
     return "; ".join(parts)
 

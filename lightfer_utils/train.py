@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,9 +55,13 @@ class TrainConfig:
     augmentation: dict[str, Any] | None = field(default_factory=lambda: Augmentation().as_dict())
     patience: int = 15  # epochs without PublicTest improvement before stopping; 0 = never
     seed: int = 2022
-    teacher: str = ""  # trained model (.keras or training dir; relative: to the project root) to distil from
+    # trained models (.keras or training dirs; relative: to the project root) to distil from,
+    # comma-separated: their mean probability teaches
+    teacher: str = ""
     distill_alpha: float = 0.5  # weight of the labels; 1 - alpha goes to the teacher
     distill_temperature: float = 2.0
+    teacher_flip: bool = False  # the teacher also sees the mirrored face; its two answers are averaged
+    init_from: str = ""  # a trained model of the same architecture whose weights start the run
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -70,7 +74,8 @@ class Distiller(keras.Model):
     Both models end in a softmax, so their log-probabilities serve as logits. Validation and
     prediction use the student alone; the reported loss is the label loss, as without a teacher."""
 
-    def __init__(self, student: keras.Model, teacher: keras.Model, alpha: float = 0.5, temperature: float = 2.0):
+    def __init__(self, student: keras.Model, teacher: Callable[..., tf.Tensor], alpha: float = 0.5,
+                 temperature: float = 2.0):
         super().__init__(name="distiller")
         if not 0 <= alpha <= 1 or temperature <= 0:
             raise ValueError(f"need 0 <= alpha <= 1 and temperature > 0, got alpha={alpha}, temperature={temperature}")
@@ -103,6 +108,16 @@ class Distiller(keras.Model):
         self.compiled_loss(targets, probabilities, regularization_losses=self.student.losses)
         self.compiled_metrics.update_state(targets, probabilities)
         return {m.name: m.result() for m in self.metrics}
+
+
+def ensemble_teacher(members: list[keras.Model], flip: bool) -> Callable[..., tf.Tensor]:
+    """The mean probability of `members`, each also on the mirrored face when `flip`."""
+
+    def predict(faces: tf.Tensor, training: bool = False) -> tf.Tensor:
+        views = [faces, tf.reverse(faces, axis=[2])] if flip else [faces]
+        return tf.add_n([member(view, training=False) for member in members for view in views]) / (len(members) * len(views))
+
+    return predict
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -232,10 +247,17 @@ def train(
     if state.get("stopped_early") or state["epochs_done"] >= config.epochs:
         print(f"{run} is complete ({state['epochs_done']} epochs)")
         return load_best(run)
+    if config.init_from and state["epochs_done"] == 0:
+        start = load_trained(teacher_path(config.init_from))
+        if [w.shape for w in start.weights] != [w.shape for w in model.weights]:
+            raise ValueError(f"init_from {config.init_from}: its architecture differs from this run's {config.model} "
+                             f"{config.model_config}")
+        model.set_weights(start.get_weights())
 
     with strategy.scope():  # the teacher is needed only when there is training left to do
         trained = model if not config.teacher else Distiller(
-            model, load_trained(teacher_path(config.teacher)), config.distill_alpha, config.distill_temperature)
+            model, ensemble_teacher([load_trained(teacher_path(t)) for t in config.teacher.split(",")], config.teacher_flip),
+            config.distill_alpha, config.distill_temperature)
         trained.compile(
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -264,7 +286,8 @@ def train(
 
 
 def teacher_path(teacher: str) -> Path:
-    """A relative teacher path is relative to the project root (notebooks run in their run directory)."""
+    """A relative teacher (or init_from) path is relative to the project root (notebooks run in
+    their run directory)."""
     from lightfer_utils.provenance import PROJECT_ROOT
 
     return Path(teacher) if Path(teacher).is_absolute() else PROJECT_ROOT / teacher

@@ -60,6 +60,10 @@ def test_card_names_the_teacher_of_a_distilled_model(shipped):
     recipe = next(line for line in render_card(card).splitlines() if line.startswith("- **Recipe**"))
     assert "distilled from `models/light_fer_net/training` (alpha 0.5, temperature 2)" in recipe
     assert "erase_probability 0.5" in recipe
+    card["training"]["config"].update(teacher="a/training,b.keras", teacher_flip=True, init_from="b.keras")
+    recipe = next(line for line in render_card(card).splitlines() if line.startswith("- **Recipe**"))
+    assert "started from the weights of `b.keras`" in recipe
+    assert "distilled from `a/training` + `b.keras`, each with its mirrored face (alpha 0.5" in recipe
 
 
 def test_every_format_gives_the_same_probabilities_for_raw_faces(shipped):

@@ -145,6 +145,43 @@ def test_distilled_training_saves_the_student_and_resumes(tmp_path):
     assert train(config, train_data, val_data, tmp_path / "student", verbose=0).count_params() == student.count_params()
 
 
+def test_ensemble_teacher_averages_members_and_mirrored_faces():
+    import tensorflow as tf
+
+    from lightfer_utils.train import ensemble_teacher
+
+    def member(offset):  # a "model" whose answer depends on the left/right layout of the face
+        return lambda faces, training=False: tf.nn.softmax(tf.reduce_mean(faces[:, :, :24, 0], axis=[1, 2])[:, None]
+                                                           * tf.range(7, dtype=tf.float32) + offset)
+
+    faces = tf.constant(np.concatenate([np.ones((2, 48, 24, 1)), np.zeros((2, 48, 24, 1))], axis=2), tf.float32)
+    mirrored = tf.reverse(faces, axis=[2])
+    a, b = member(0.0), member(tf.constant([1.0, 0, 0, 0, 0, 0, 0]))
+    np.testing.assert_allclose(ensemble_teacher([a], flip=False)(faces), a(faces), rtol=1e-6)
+    np.testing.assert_allclose(ensemble_teacher([a, b], flip=False)(faces), (a(faces) + b(faces)) / 2, rtol=1e-6)
+    expected = (a(faces) + a(mirrored) + b(faces) + b(mirrored)) / 4
+    np.testing.assert_allclose(ensemble_teacher([a, b], flip=True)(faces), expected, rtol=1e-6)
+    assert not np.allclose(a(faces), a(mirrored))  # the mirror does change this member's answer
+
+
+def test_a_run_can_start_from_trained_weights_and_learn_from_several_teachers(tmp_path):
+    tiny = {"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}
+    train_data, val_data = tiny_split(64, 1, 0), tiny_split(21, 2, 1)
+    base = TrainConfig(model_config=tiny, epochs=1, batch_size=16, patience=0, warmup_epochs=0)
+    train(base, train_data, val_data, tmp_path / "a", verbose=0)
+    train(TrainConfig(**{**base.__dict__, "seed": 7}), train_data, val_data, tmp_path / "b", verbose=0)
+    config = TrainConfig(**{**base.__dict__, "epochs": 2, "learning_rate": 0.0, "min_learning_rate": 0.0,
+                            "teacher": f"{tmp_path / 'a'},{tmp_path / 'b'}", "teacher_flip": True,
+                            "init_from": str(tmp_path / "a")})
+    fine_tuned = train(config, train_data, val_data, tmp_path / "c", verbose=0)
+    start = load_best(tmp_path / "a")
+    for before, after in zip(start.trainable_weights, fine_tuned.trainable_weights):  # (batch-norm statistics move)
+        np.testing.assert_array_equal(before.numpy(), after.numpy())  # learning rate 0: the starting weights
+    wider = TrainConfig(**{**config.__dict__, "model_config": {**tiny, "widths": (8, 16, 16, 16)}})
+    with pytest.raises(ValueError, match="architecture differs"):
+        train(wider, train_data, val_data, tmp_path / "d", verbose=0)
+
+
 def test_a_run_written_before_new_config_fields_still_resumes(tmp_path):
     config = TrainConfig(model_config={"widths": (8, 8, 8, 8)}, epochs=1, batch_size=16, patience=0)
     train(config, tiny_split(32, 1, 0), tiny_split(14, 2, 1), tmp_path / "run", verbose=0)
