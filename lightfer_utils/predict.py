@@ -16,7 +16,7 @@ from lightfer_utils.faces import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, Ima
 from lightfer_utils.predictor import Predictor
 from lightfer_utils.provenance import PROJECT_ROOT
 
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "light_fer_net_v2.onnx"
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "light_fer_net_v4.onnx"
 COLUMNS = ["file", "frame", "face", "left", "top", "right", "bottom", *(f"p_{c}" for c in CLASS_NAMES), "emotion",
            "probability"]
 
