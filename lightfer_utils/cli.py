@@ -132,13 +132,16 @@ def _cmd_ship_edge(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from lightfer_utils.evaluate import evaluate, flip_tta
+    from lightfer_utils.evaluate import evaluate, flip_tta, mean_predictor
     from lightfer_utils.predictor import load_predictor
 
-    predict = load_predictor(args.model)
+    members = [load_predictor(path) for path in args.models]
+    predict = mean_predictor(members)
     split = _load_labelled(args).split(args.split)
     result = evaluate(predict, split.images, split.labels)
-    print(f"{args.model} ({predict.runtime}) on {args.split}, {result.count} faces:")
+    described = " + ".join(f"{member.path} ({member.runtime})" for member in members)
+    ensemble = f"mean probability of {len(members)} models: " if len(members) > 1 else ""
+    print(f"{ensemble}{described} on {args.split}, {result.count} faces:")
     print(json.dumps(result.summary(), indent=2))
     if args.tta:
         print(f"flip TTA accuracy: {evaluate(flip_tta(predict), split.images, split.labels).accuracy:.4f}")
@@ -319,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--force", action="store_true", help="replace existing model files")
     edge.set_defaults(handler=_cmd_ship_edge)
 
-    score = commands.add_parser("evaluate", parents=[labels], help="accuracy of a model file (any format) on a split")
-    score.add_argument("model")
+    score = commands.add_parser("evaluate", parents=[labels],
+                                help="accuracy of a model file (any format), or of several by their mean probability, on a split")
+    score.add_argument("models", nargs="+", metavar="model")
     score.add_argument("--split", default="PrivateTest", choices=("Training", "PublicTest", "PrivateTest"))
     score.add_argument("--tta", action="store_true", help="also report horizontal-flip TTA, separately")
     score.set_defaults(handler=_cmd_evaluate)

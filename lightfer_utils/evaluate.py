@@ -53,6 +53,17 @@ def flip_tta(predict: Predictor) -> Predictor:
     return predict_tta
 
 
+def mean_predictor(members: list[Predictor]) -> Predictor:
+    """The mean probability of several models (an ensemble, e.g. a distillation teacher)."""
+    if not members:
+        raise ValueError("an ensemble needs at least one model")
+
+    def predict(faces: np.ndarray) -> np.ndarray:
+        return sum(member(faces) for member in members) / len(members)
+
+    return predict
+
+
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightfer_utils.evaluate import evaluate_probabilities, expected_calibration_error, flip_tta
+from lightfer_utils.evaluate import evaluate_probabilities, expected_calibration_error, flip_tta, mean_predictor
 
 
 def one_hot_probabilities(predicted, confidence=1.0):
@@ -50,3 +50,17 @@ def test_flip_tta_averages_mirror_predictions():
     face[:, :, :24] = 255
     np.testing.assert_allclose(left_brightness(face)[0, :2], [1, 0])
     np.testing.assert_allclose(flip_tta(left_brightness)(face)[0, :2], [0.5, 0.5])
+
+
+def test_mean_predictor_averages_members_and_needs_one():
+    def constant(probabilities):
+        return lambda faces: np.tile(np.asarray(probabilities, dtype=np.float64), (len(faces), 1))
+
+    faces = np.zeros((3, 48, 48, 1), np.float32)
+    sure_angry = constant([1, 0, 0, 0, 0, 0, 0])
+    mostly_happy = constant([0.2, 0, 0, 0.8, 0, 0, 0])
+    np.testing.assert_allclose(mean_predictor([sure_angry, mostly_happy])(faces),
+                               np.tile([0.6, 0, 0, 0.4, 0, 0, 0], (3, 1)))
+    np.testing.assert_allclose(mean_predictor([mostly_happy])(faces), mostly_happy(faces))
+    with pytest.raises(ValueError, match="at least one"):
+        mean_predictor([])

@@ -89,6 +89,18 @@ def test_evaluate_command_measures_a_shipped_file(shipped, contest_csv, capsys):
     assert "onnxruntime" in out and "14 faces" in out and "flip TTA accuracy" in out
 
 
+def test_evaluate_command_scores_an_ensemble_by_mean_probability(shipped, contest_csv, capsys):
+    # the same weights in two formats: the ensemble scores exactly as either file alone
+    assert main(["evaluate", str(shipped / "tiny.onnx"), "--data", str(contest_csv), "--split", "PublicTest"]) == 0
+    out = capsys.readouterr().out
+    single = json.loads(out[out.index("{"):out.index("}") + 1])
+    assert main(["evaluate", str(shipped / "tiny.onnx"), str(shipped / "tiny.keras"), "--data", str(contest_csv),
+                 "--split", "PublicTest"]) == 0
+    out = capsys.readouterr().out
+    assert "mean probability of 2 models" in out and "tiny.keras (keras)" in out
+    assert json.loads(out[out.index("{"):out.index("}") + 1])["accuracy"] == single["accuracy"]
+
+
 def test_training_on_ferplus_soft_labels(contest_csv, tmp_path):
     usage = [SPLITS[i // 14] for i in range(42)]
     votes = [[0] * 10 for _ in range(42)]
