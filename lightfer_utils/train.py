@@ -248,7 +248,7 @@ def train(
         print(f"{run} is complete ({state['epochs_done']} epochs)")
         return load_best(run)
     if config.init_from and state["epochs_done"] == 0:
-        start = load_trained(teacher_path(config.init_from))
+        start = load_trained(project_path(config.init_from))
         if [w.shape for w in start.weights] != [w.shape for w in model.weights]:
             raise ValueError(f"init_from {config.init_from}: its architecture differs from this run's {config.model} "
                              f"{config.model_config}")
@@ -256,7 +256,7 @@ def train(
 
     with strategy.scope():  # the teacher is needed only when there is training left to do
         trained = model if not config.teacher else Distiller(
-            model, ensemble_teacher([load_trained(teacher_path(t)) for t in config.teacher.split(",")], config.teacher_flip),
+            model, ensemble_teacher([load_trained(project_path(t)) for t in config.teacher.split(",")], config.teacher_flip),
             config.distill_alpha, config.distill_temperature)
         trained.compile(
             optimizer=optimizer,
@@ -285,12 +285,12 @@ def train(
     return load_best(run)
 
 
-def teacher_path(teacher: str) -> Path:
-    """A relative teacher (or init_from) path is relative to the project root (notebooks run in
-    their run directory)."""
+def project_path(model: str) -> Path:
+    """A trained model named in a config (teacher, init_from): relative paths are relative to the
+    project root, because notebooks run in their run directory."""
     from lightfer_utils.provenance import PROJECT_ROOT
 
-    return Path(teacher) if Path(teacher).is_absolute() else PROJECT_ROOT / teacher
+    return Path(model) if Path(model).is_absolute() else PROJECT_ROOT / model
 
 
 def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
