@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightfer_utils import CLASS_NAMES
+from lightfer_utils import CLASS_NAMES, DEFAULT_MODEL_FILE
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="emotions of every face in images, folders (recursive) and videos")
     predict.add_argument("paths", nargs="*")
-    predict.add_argument("--model", help="model file (.onnx, .tflite, .keras); default: the shipped models/light_fer_net_v4.onnx")
+    predict.add_argument("--model", help=f"model file (.onnx, .tflite, .keras); default: the shipped {DEFAULT_MODEL_FILE}")
     predict.add_argument("--every", type=int, default=1, help="videos: classify every Nth frame")
     predict.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (finds smaller faces, slower)")
     predict.add_argument("--full-detect-every", type=int, default=0, metavar="K",
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     pipeline = bench.add_parser("pipeline", help="end-to-end FPS and per-stage times on 640x480 frames")
-    pipeline.add_argument("--model", help="default: the shipped models/light_fer_net_v4.onnx")
+    pipeline.add_argument("--model", help=f"default: the shipped {DEFAULT_MODEL_FILE}")
     pipeline.add_argument("--iterations", type=int, default=100)
     pipeline.add_argument("--upsample", type=int, default=0)
     pipeline.add_argument("--full-detect-every", type=int, default=0, metavar="K",

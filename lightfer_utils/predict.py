@@ -10,13 +10,13 @@ from typing import Iterator
 
 import numpy as np
 
-from lightfer_utils import CLASS_NAMES
+from lightfer_utils import CLASS_NAMES, DEFAULT_MODEL_FILE
 from lightfer_utils.faces import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, ImageReadError, classify_faces,
                                   read_image, video_frame_count, video_frames)
 from lightfer_utils.predictor import Predictor
 from lightfer_utils.provenance import PROJECT_ROOT
 
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "light_fer_net_v4.onnx"
+DEFAULT_MODEL = PROJECT_ROOT / DEFAULT_MODEL_FILE
 COLUMNS = ["file", "frame", "face", "left", "top", "right", "bottom", *(f"p_{c}" for c in CLASS_NAMES), "emotion",
            "probability"]
 

@@ -221,3 +221,16 @@ def test_ship_edge_ships_the_chosen_pruned_model_in_its_quantized_formats(shippe
     assert "edge_int8" in (models / "edge.card.md").read_text()
     assert main(["ship-edge", str(run), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_default_model_is_the_shipped_model_with_the_best_public_test_accuracy():
+    from lightfer_utils import DEFAULT_MODEL_FILE
+    from lightfer_utils.provenance import PROJECT_ROOT
+
+    default = PROJECT_ROOT / DEFAULT_MODEL_FILE
+    assert default.is_file(), f"{DEFAULT_MODEL_FILE} is not committed"
+    public = {card.name.removesuffix(".card.json"): json.loads(card.read_text())["metrics"]["PublicTest"]["accuracy"]
+              for card in (PROJECT_ROOT / "models").glob("*.card.json")
+              if "metrics" in json.loads(card.read_text())}  # the cards `lightfer ship` wrote
+    chosen = default.name.removesuffix(".onnx")
+    assert chosen in public and public[chosen] == max(public.values()), public
