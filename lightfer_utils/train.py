@@ -28,6 +28,7 @@ import tf_keras as keras
 
 from lightfer_utils import NUM_CLASSES
 from lightfer_utils.data import FerData
+from lightfer_utils.evaluate import count_flops, count_parameters
 from lightfer_utils.models import build_model
 from lightfer_utils.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
 
@@ -234,6 +235,8 @@ def train(
     with strategy.scope():
         model = build_model(config.model, **config.model_config)
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
+    print(f"{config.model} {json.dumps(config.model_config)}: {count_parameters(model)['total']:,} parameters, "
+          f"{count_flops(model) / 1e6:.1f} MFLOPs per face")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, run / "checkpoint", max_to_keep=1)
     state_file = run / "state.json"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -30,8 +32,11 @@ def shipped(contest_csv, tmp_path_factory) -> Path:
     """A tiny model trained for two epochs by `lightfer train` and shipped by `lightfer ship`."""
     root = tmp_path_factory.mktemp("shipping")
     run = root / "run"
-    assert main(["train", "--data", str(contest_csv), "--out", str(run), "--model-config", TINY_MODEL,
-                 "--epochs", "2", "--batch-size", "7", "--seed", "1"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--data", str(contest_csv), "--out", str(run), "--model-config", TINY_MODEL,
+                     "--epochs", "2", "--batch-size", "7", "--seed", "1"]) == 0
+    (root / "train_stdout.txt").write_text(printed.getvalue())
     assert main(["ship", str(run), "--data", str(contest_csv), "--name", "tiny", "--models-dir", str(root / "models")]) == 0
     return root / "models"
 
@@ -73,6 +78,13 @@ def test_every_format_gives_the_same_probabilities_for_raw_faces(shipped):
     assert keras_p.shape == (9, 7)
     np.testing.assert_allclose(keras_p.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(onnx_p, keras_p, atol=1e-5)
+
+
+def test_train_prints_the_size_that_the_card_states(shipped):
+    architecture = json.loads((shipped / "tiny.card.json").read_text())["architecture"]
+    size = (f"{architecture['parameters']['total']:,} parameters, "
+            f"{architecture['flops_per_face'] / 1e6:.1f} MFLOPs per face")
+    assert size in (shipped.parent / "train_stdout.txt").read_text()
 
 
 def test_ship_never_overwrites_without_force(shipped, contest_csv, capsys):
@@ -229,8 +241,9 @@ def test_default_model_is_the_shipped_model_with_the_best_public_test_accuracy()
 
     default = PROJECT_ROOT / DEFAULT_MODEL_FILE
     assert default.is_file(), f"{DEFAULT_MODEL_FILE} is not committed"
-    public = {card.name.removesuffix(".card.json"): json.loads(card.read_text())["metrics"]["PublicTest"]["accuracy"]
-              for card in (PROJECT_ROOT / "models").glob("*.card.json")
-              if "metrics" in json.loads(card.read_text())}  # the cards `lightfer ship` wrote
+    cards = {path.name.removesuffix(".card.json"): json.loads(path.read_text())
+             for path in (PROJECT_ROOT / "models").glob("*.card.json")}
+    public = {name: card["metrics"]["PublicTest"]["accuracy"]
+              for name, card in cards.items() if "metrics" in card}  # the cards `lightfer ship` wrote
     chosen = default.name.removesuffix(".onnx")
     assert chosen in public and public[chosen] == max(public.values()), public
