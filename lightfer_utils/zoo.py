@@ -47,10 +47,11 @@ def model_config_for(name: str, xception_input_size: int) -> dict[str, Any]:
     return {"input_size": xception_input_size} if name == "xception" else {}
 
 
-def zoo_table(names: list[str], xception_input_size: int) -> pd.DataFrame:
+def zoo_table(configs: dict[str, TrainConfig]) -> pd.DataFrame:
+    """Parameters and FLOPs of each model as it is configured (a resumed run keeps its own config)."""
     rows = []
-    for name in names:
-        model = build_model(name, **model_config_for(name, xception_input_size))
+    for name, config in configs.items():
+        model = build_model(config.model, **config.model_config)
         params = count_parameters(model)
         rows.append({"model": name, "parameters": params["total"], "trainable": params["trainable"],
                      "MFLOPs_per_face": round(count_flops(model) / 1e6, 1)})

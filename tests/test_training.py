@@ -126,6 +126,17 @@ def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_pa
         start_from(str(tmp_path / "nowhere"), ["light_fer_net"], tmp_path / "other")
 
 
+def test_02s_architecture_table_sizes_each_model_as_configured():
+    from lightfer_utils.zoo import zoo_table
+
+    table = zoo_table({"light_fer_net": TrainConfig(model_config={"widths": (8, 8, 8, 8)}),
+                       "mini_xception": TrainConfig(model="mini_xception")})
+    wide = zoo_table({"light_fer_net": TrainConfig(model_config={"widths": (8, 8, 8, 16)})})
+    assert table.loc["mini_xception", "parameters"] == 58_423
+    assert table.loc["light_fer_net", "parameters"] < wide.loc["light_fer_net", "parameters"]
+    assert table.loc["light_fer_net", "MFLOPs_per_face"] < wide.loc["light_fer_net", "MFLOPs_per_face"]
+
+
 def test_distilled_training_saves_the_student_and_resumes(tmp_path):
     tiny = {"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}
     train_data, val_data = tiny_split(64, 1, 0), tiny_split(21, 2, 1)
