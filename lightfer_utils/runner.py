@@ -69,6 +69,22 @@ class RunPlan:
         return {name: value for name, value in self.parameters.items() if name in declared}
 
 
+# Notebooks run inside their run directory, so a relative path given with -p is resolved here,
+# against the caller's working directory; several paths are comma-separated.
+PATH_PARAMETERS: tuple[str, ...] = ("resume_from", "model_path", "formats_dir", "ferplus_path")
+
+
+def resolve_path_parameter(name: str, value: str) -> str:
+    """Absolute form of a path parameter's comma-separated entries; each must exist."""
+    resolved = []
+    for entry in (e.strip() for e in value.split(",") if e.strip()):
+        path = Path(entry).expanduser().resolve()
+        if not path.exists():
+            raise ParameterError(f"parameter {name!r}: {entry} does not exist (relative paths start at {Path.cwd()})")
+        resolved.append(str(path))
+    return ",".join(resolved)
+
+
 def coerce(name: str, raw: str, type_name: str) -> Any:
     """Parse a command-line value as the type its notebook declares; the error names the parameter."""
     try:
@@ -155,6 +171,8 @@ def plan_run(
         if name not in schema:
             raise ParameterError(f"unknown parameter {name!r}; the notebooks take: {', '.join(sorted(schema))}")
         overrides[name] = coerce(name, raw, schema[name])
+        if name in PATH_PARAMETERS:
+            overrides[name] = resolve_path_parameter(name, overrides[name])
     parameters.update(overrides)
     if "data_path" in overrides:
         raise ParameterError("parameter 'data_path' is set with --data, not -p")

@@ -55,6 +55,22 @@ def test_bad_parameters_fail_before_anything_runs(notebooks, good_csv, tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+def test_path_parameters_are_resolved_where_lightfer_run_is_called(good_csv, tmp_path, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    make_notebook(folder / "02_xception_baseline.ipynb", 'resume_from: str = ""\nmodels: str = "a"', "print(resume_from)")
+    (tmp_path / "models" / "a").mkdir(parents=True)
+    (tmp_path / "models" / "b").mkdir()
+    monkeypatch.chdir(tmp_path)
+    p = runner.plan_run("smoke", good_csv[0], tmp_path / "run", ["resume_from=models/a, models/b", "models=models/a"],
+                        notebooks_dir=folder)
+    assert p.parameters["resume_from"] == f"{tmp_path / 'models' / 'a'},{tmp_path / 'models' / 'b'}"
+    assert p.parameters["models"] == "models/a"  # not a path parameter
+    with pytest.raises(runner.ParameterError, match="'resume_from': models/c does not exist"):
+        runner.plan_run("smoke", good_csv[0], tmp_path / "run", ["resume_from=models/c"], notebooks_dir=folder)
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_parameter_on_the_command_line_is_one_clear_line(good_csv, tmp_path, capsys):
     code = lightfer(["run", "--profile", "smoke", "--data", str(good_csv[0]), "--out", str(tmp_path / "r"), "-p", "sed=1"])
     assert code == 2
