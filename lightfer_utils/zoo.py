@@ -12,6 +12,7 @@ import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow
 from lightfer_utils.data import FerData
 from lightfer_utils.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta, keras_predictor
 from lightfer_utils.models import build_model
+from lightfer_utils.pipeline import Augmentation
 from lightfer_utils.train import TrainConfig, load_best, load_config, train
 
 
@@ -41,6 +42,21 @@ def start_from(resume_from: str, names: list[str], training_root: Path) -> dict[
         shutil.copytree(source, training_root / config.model)  # fails if this run already has one
         configs[config.model] = config
     return configs
+
+
+def run_configs(
+    names: list[str], resume_from: str, training_root: Path, xception_input_size: int, erase_probability: float,
+    **recipe: Any,
+) -> dict[str, TrainConfig]:
+    """The training config of each model of a 02 run: a directory in resume_from brings its own
+    (copied into training_root by start_from); the others get the run's recipe (TrainConfig fields)."""
+    earlier = start_from(resume_from, names, training_root)
+    return {
+        name: earlier.get(name) or TrainConfig(
+            model=name, model_config=model_config_for(name, xception_input_size),
+            augmentation=Augmentation(erase_probability=erase_probability).as_dict(), **recipe)
+        for name in names
+    }
 
 
 def model_config_for(name: str, xception_input_size: int) -> dict[str, Any]:

@@ -126,6 +126,22 @@ def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_pa
         start_from(str(tmp_path / "nowhere"), ["light_fer_net"], tmp_path / "other")
 
 
+def test_02_gives_new_models_the_run_recipe_and_resumed_ones_their_own(tmp_path):
+    from lightfer_utils.zoo import run_configs
+
+    earlier = tmp_path / "shipped" / "training"
+    earlier.mkdir(parents=True)
+    config = TrainConfig(model="mini_xception", epochs=3, seed=7)
+    (earlier / "config.json").write_text(config.to_json())
+    (earlier / "state.json").write_text(json.dumps({"epochs_done": 3}))
+    configs = run_configs(["light_fer_net", "mini_xception", "xception"], str(earlier), tmp_path / "run", 96, 0.5,
+                          epochs=9, seed=1)
+    assert configs["mini_xception"] == config
+    new = configs["light_fer_net"]
+    assert (new.model, new.epochs, new.seed, new.augmentation["erase_probability"]) == ("light_fer_net", 9, 1, 0.5)
+    assert configs["xception"].model_config == {"input_size": 96}
+
+
 def test_02s_architecture_table_sizes_each_model_as_configured():
     from lightfer_utils.zoo import zoo_table
 
