@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,14 +107,20 @@ def test_a_run_directory_is_not_reused_for_another_config(tmp_path):
               tiny_split(14, 2, 1), tmp_path / "run", verbose=0)
 
 
-def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_path):
-    from lightfer_utils.zoo import start_from
-
+def earlier_training_directory(tmp_path) -> tuple[Path, TrainConfig]:
+    """A finished mini_xception training directory, as a shipped model's training/ holds it."""
     earlier = tmp_path / "shipped" / "training"
     earlier.mkdir(parents=True)
     config = TrainConfig(model="mini_xception", epochs=3, seed=7)
     (earlier / "config.json").write_text(config.to_json())
     (earlier / "state.json").write_text(json.dumps({"epochs_done": 3}))
+    return earlier, config
+
+
+def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_path):
+    from lightfer_utils.zoo import start_from
+
+    earlier, config = earlier_training_directory(tmp_path)
     root = tmp_path / "run" / "training"
     assert start_from("", ["mini_xception"], root) == {}
     assert start_from(str(earlier), ["light_fer_net", "mini_xception"], root) == {"mini_xception": config}
@@ -129,11 +136,7 @@ def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_pa
 def test_02_gives_new_models_the_run_recipe_and_resumed_ones_their_own(tmp_path):
     from lightfer_utils.zoo import run_configs
 
-    earlier = tmp_path / "shipped" / "training"
-    earlier.mkdir(parents=True)
-    config = TrainConfig(model="mini_xception", epochs=3, seed=7)
-    (earlier / "config.json").write_text(config.to_json())
-    (earlier / "state.json").write_text(json.dumps({"epochs_done": 3}))
+    earlier, config = earlier_training_directory(tmp_path)
     configs = run_configs(["light_fer_net", "mini_xception", "xception"], str(earlier), tmp_path / "run", 96, 0.5,
                           epochs=9, seed=1)
     assert configs["mini_xception"] == config
