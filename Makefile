@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= $(LIGHTFER_DATA)
 DATA_ARG := $(if $(DATA),--data $(DATA),)
 
-.PHONY: setup test reproduce smoke-run lab
+.PHONY: setup test test-fast reproduce smoke-run lab
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,14 @@ setup:
 	$(BIN)/python -m pip install -e ".[test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name lightfer --display-name "Python (lightfer)"
 
-# Unit tests, then nbval on the committed smoke run (needs FER2013: LIGHTFER_DATA or DATA=...).
+# The full suite, as CI runs it: unit, data, network and the smoke-run replay (needs FER2013:
+# LIGHTFER_DATA or DATA=...).
 test:
 	LIGHTFER_DATA=$(DATA) $(BIN)/python -m pytest tests
+
+# Day-to-day: the unit tier only, no data and no network (under 2 minutes on 2 cores).
+test-fast:
+	LIGHTFER_DATA= LIGHTFER_OFFLINE=1 $(BIN)/python -m pytest tests -m unit
 
 # The main job: every notebook on the full data, on this machine (cpu profile).
 reproduce:

@@ -28,6 +28,12 @@ def save_table(table: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
     return path
 
 
+def save_record(values: dict[str, object], run_dir: str | Path, name: str) -> Path:
+    """A notebook's loose numbers (not already in a table) as a one-row table, so they leave the
+    notebook as data: the replay test compares them with the smoke run's within tolerances."""
+    return save_table(pd.DataFrame([values], index=pd.Index([name], name="record")), run_dir, name)
+
+
 def matrix_figure(table: pd.DataFrame, title: str) -> plt.Figure:
     """A row-normalised matrix (confusion, label agreement) as an annotated heatmap."""
     import seaborn as sns

@@ -1,5 +1,10 @@
-"""Shared fixtures. Tests that need the real FER2013 skip when it is not configured, unless
-LIGHTFER_REQUIRE_DATA=1 (CI), where a missing dataset fails them."""
+"""Shared fixtures and the test tiers. Tests that need the real FER2013 skip when it is not
+configured, unless LIGHTFER_REQUIRE_DATA=1 (CI), where a missing dataset fails them.
+
+Tiers (pytest markers, given here from what a test uses, so they cannot drift): `data` needs
+FER2013 (the fer2013_path fixture), `notebooks` replays the smoke run (the replay fixture),
+`network` fetches from PyPI (marked in its file; LIGHTFER_OFFLINE=1 skips it), `unit` is the rest:
+no data, no network (`make test-fast`)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,18 @@ from PIL import Image
 
 from lightfer_utils import CLASS_NAMES
 from lightfer_utils.data import SPLITS
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "fer2013_path" in item.fixturenames:
+            item.add_marker(pytest.mark.data)
+        if "replay" in item.fixturenames:
+            item.add_marker(pytest.mark.notebooks)
+        if item.get_closest_marker("network") and os.environ.get("LIGHTFER_OFFLINE") == "1":
+            item.add_marker(pytest.mark.skip(reason="LIGHTFER_OFFLINE=1: no PyPI access"))
+        if not any(item.get_closest_marker(tier) for tier in ("data", "notebooks", "network")):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(autouse=True)

