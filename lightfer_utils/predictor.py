@@ -4,7 +4,7 @@ Faces are raw 48x48 gray crops, [N, 48, 48, 1] (or [N, 48, 48]), pixel values 0.
 shipped model normalises inside its graph and returns the 7 FER2013 class probabilities.
 ONNX Runtime and TFLite predictors never import TensorFlow, so an edge install needs only numpy
 and onnxruntime or ai-edge-litert. Models are loaded without executing code (no pickles; Keras
-in safe mode). No syntax newer than Python 3.6: the Jetson benchmark imports this module.
+files only through safe_keras, which checks the architecture before deserialising it). No syntax newer than Python 3.6: the Jetson benchmark imports this module.
 """
 
 from pathlib import Path
@@ -12,11 +12,10 @@ from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 
+from lightfer_utils.errors import ModelLoadError
+from lightfer_utils.safe_keras import check_onnx_external_data, load_keras_model
+
 KERAS_SUFFIXES = (".keras", ".h5")
-
-
-class ModelLoadError(ValueError):
-    """A model file that exists but cannot be loaded."""
 
 
 class Predictor:
@@ -47,6 +46,7 @@ class OnnxPredictor(Predictor):
         super().__init__(path)
         import onnxruntime as ort
 
+        check_onnx_external_data(path)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -102,15 +102,9 @@ class KerasPredictor(Predictor):
 
     def __init__(self, path: Path, batch_size: int = 256):
         super().__init__(path)
-        import lightfer_utils  # noqa: F401  (Keras 2 before TensorFlow loads)
-        import tf_keras as keras
-
         from lightfer_utils.evaluate import keras_predictor
 
-        try:
-            self.model = keras.models.load_model(path, compile=False, safe_mode=True)
-        except Exception as err:
-            raise ModelLoadError(f"cannot load Keras model {path}: {err}") from None
+        self.model = load_keras_model(path)
         self._call = keras_predictor(self.model, batch_size)
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:

@@ -324,9 +324,10 @@ def onnx_latencies(
     from lightfer_utils.benchmark import interleaved_timings
     from lightfer_utils.export import export_onnx
     from lightfer_utils.predictor import OnnxPredictor
+    from lightfer_utils.safe_keras import load_keras_model
 
     with tempfile.TemporaryDirectory() as scratch:
-        exported = {name: export_onnx(keras.models.load_model(path), Path(scratch) / f"{name}.onnx")
+        exported = {name: export_onnx(load_keras_model(path), Path(scratch) / f"{name}.onnx")
                     for name, path in models.items()}
         loaders = {name: (lambda path=path: OnnxPredictor(path, threads=threads)) for name, path in exported.items()}
         timings = interleaved_timings(loaders, faces, (1,), iterations=iterations, rounds=rounds)

@@ -1,0 +1,167 @@
+"""Model files never run code: hostile files of every known form are refused before anything
+is deserialised. Each hostile file is first shown to be live (a plain tf_keras load, in a
+subprocess, writes a marker file), then shown to be refused by every entry point with the
+marker never written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from lightfer_utils import safe_keras
+from lightfer_utils.cli import main as lightfer
+from lightfer_utils.errors import ModelLoadError
+from lightfer_utils.models import BUILDERS, build_model
+from lightfer_utils.predictor import load_predictor
+from lightfer_utils.provenance import PROJECT_ROOT
+from lightfer_utils.train import load_trained
+
+
+def marker_lambda(marker: Path):
+    """A lambda whose stored bytecode writes `marker` when it runs."""
+    namespace: dict = {}
+    exec(f"f = lambda x: (open({str(marker)!r}, 'w').write('ran'), x)[1]", namespace)
+    return namespace["f"]
+
+
+def h5_with_lambda(path: Path, marker: Path, nested: bool) -> Path:
+    inputs = keras.Input((48, 48, 1))
+    if nested:
+        inner_in = keras.Input((48, 48, 1))
+        inner = keras.Model(inner_in, keras.layers.Lambda(marker_lambda(marker))(inner_in), name="inner")
+        x = inner(inputs)
+    else:
+        x = keras.layers.Lambda(marker_lambda(marker))(inputs)
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(x))
+    keras.Model(inputs, outputs).save(path)
+    marker.unlink(missing_ok=True)  # building the model ran the lambda once
+    return path
+
+
+def keras_file_with(path: Path, replace_dense_with: dict) -> Path:
+    """A valid small .keras file whose Dense layer is swapped for `replace_dense_with` in config.json."""
+    inputs = keras.Input((48, 48, 1))
+    keras.Model(inputs, keras.layers.Dense(7, name="head")(keras.layers.Flatten()(inputs))).save(path)
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    for index, layer in enumerate(config["config"]["layers"]):
+        if layer["class_name"] == "Dense":
+            config["config"]["layers"][index] = {**layer, **replace_dense_with}
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def pipepager_lambda(marker: Path) -> dict:
+    """A Lambda naming an importable module function: pydoc.pipepager runs `cmd` in a shell."""
+    return {"class_name": "Lambda", "module": "keras.layers", "registered_name": None,
+            "config": {"name": "head", "trainable": True, "dtype": "float32",
+                       "function": {"module": "pydoc", "class_name": "function", "config": "pipepager",
+                                    "registered_name": "function"},
+                       "function_type": "function", "module": "pydoc", "output_shape": None,
+                       "output_shape_type": "raw", "output_shape_module": None, "arguments": {"cmd": f"touch {marker}"}}}
+
+
+def plain_load_runs_code(path: Path, marker: Path) -> bool:
+    """Load with plain tf_keras (safe_mode=True) in a subprocess: does the marker appear?"""
+    code = ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tf_keras as k\n"
+            f"try:\n    k.models.load_model({str(path)!r}, compile=False, safe_mode=True)\nexcept Exception:\n    pass\n")
+    subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    for _ in range(20):  # a shell command started by the load may finish just after it
+        if marker.exists():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def assert_refused_everywhere(path: Path, marker: Path, match: str) -> None:
+    with pytest.raises(safe_keras.UnsafeModelError, match=match):
+        safe_keras.load_keras_model(path)
+    with pytest.raises(ModelLoadError, match=match):
+        load_predictor(path)  # predict, evaluate, bench, 05
+    with pytest.raises(ModelLoadError, match=match):
+        load_trained(path)  # train --teacher / --init-from, prune, 03, 04
+    assert lightfer(["predict", "--model", str(path), str(path)]) != 0  # the model loads before any input
+    time.sleep(0.3)
+    assert not marker.exists(), "the model file ran code"
+
+
+@pytest.fixture
+def marker(tmp_path) -> Path:
+    return tmp_path / "code_ran.txt"
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["top_level", "nested_sub_model"])
+def test_h5_with_a_lambda_is_refused_and_runs_nothing(tmp_path, marker, nested):
+    path = h5_with_lambda(tmp_path / "hostile.h5", marker, nested)
+    assert plain_load_runs_code(path, marker), "the hostile file should be live under a plain load"
+    marker.unlink()
+    assert_refused_everywhere(path, marker, "inner/lambda" if nested else "refusing layer 'lambda'")
+
+
+def test_keras_lambda_naming_a_module_function_is_refused_and_runs_nothing(tmp_path, marker):
+    path = keras_file_with(tmp_path / "hostile.keras", pipepager_lambda(marker))
+    assert plain_load_runs_code(path, marker), "the hostile file should be live under a plain safe_mode load"
+    marker.unlink()
+    assert_refused_everywhere(path, marker, "refusing layer 'head' \\(Lambda\\)")
+
+
+def test_keras_object_from_a_module_outside_keras_is_refused(tmp_path, marker):
+    path = keras_file_with(tmp_path / "module.keras", {"module": "pydoc"})
+    assert_refused_everywhere(path, marker, "module 'pydoc'")
+
+
+def test_keras_layer_outside_the_allow_list_is_refused(tmp_path, marker):
+    path = keras_file_with(tmp_path / "custom.keras", {"class_name": "TotallyCustom", "module": None})
+    assert_refused_everywhere(path, marker, "class 'TotallyCustom'")
+
+
+def test_keras_registered_name_outside_keras_is_refused(tmp_path, marker):
+    path = keras_file_with(tmp_path / "registered.keras", {"registered_name": "evil>Dense"})
+    assert_refused_everywhere(path, marker, "registered as 'evil>Dense'")
+
+
+def test_a_weights_only_h5_is_refused_clearly(tmp_path):
+    path = tmp_path / "weights.h5"
+    build_model("simple_cnn").save_weights(path)
+    with pytest.raises(ModelLoadError, match="no model_config"):
+        load_predictor(path)
+
+
+def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((1,), np.float32), name="w")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 48, 48, 1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 48, 48, 1])], [weights])
+    model = helper.make_model(graph)
+    (tmp_path / "secret.bin").write_bytes(np.ones((1,), np.float32).tobytes())
+    folder = tmp_path / "models"
+    folder.mkdir()
+    onnx.external_data_helper.set_external_data(model.graph.initializer[0], location="../secret.bin")
+    model.graph.initializer[0].ClearField("raw_data")
+    onnx.save(model, str(folder / "outside.onnx"))
+    with pytest.raises(safe_keras.UnsafeModelError, match=r"external data outside the model's folder: \.\./secret\.bin"):
+        load_predictor(folder / "outside.onnx")
+
+
+def test_every_builder_and_every_shipped_keras_file_passes_the_check():
+    for name in BUILDERS:
+        safe_keras.check_architecture(json.loads(build_model(name).to_json()), name)
+    shipped = sorted((PROJECT_ROOT / "models").glob("*.keras"))
+    assert shipped
+    for path in shipped:
+        safe_keras.check_architecture(safe_keras.architecture_config(path), path)
