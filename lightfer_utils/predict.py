@@ -1,55 +1,186 @@
 """`lightfer predict`: emotions for every face in images, folders and videos, and the end-to-end
-pipeline benchmark. No TensorFlow unless the model is a Keras file."""
+pipeline benchmark's frames. No TensorFlow unless the model is a Keras file; no syntax newer
+than Python 3.6.
 
-from __future__ import annotations
+A batch never loses finished work: every input's rows are written to the CSV and JSON Lines
+outputs (and flushed) as soon as that input is done, a bad input becomes one "skipped" line and
+the batch goes on, an interrupt keeps every finished input, and `--resume` skips the inputs the
+outputs already hold. Outputs are checked before the first image is read.
+"""
 
+import csv
+import io
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
 from lightfer_utils import CLASS_NAMES, DEFAULT_MODEL_FILE
-from lightfer_utils.faces import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, ImageReadError, classify_faces,
-                                  read_image, video_frame_count, video_frames)
+from lightfer_utils.faces import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, classify_faces,
+                                  crop_as_face, read_image, video_frame_count, video_frames)
 from lightfer_utils.predictor import Predictor
 from lightfer_utils.provenance import PROJECT_ROOT
 
 DEFAULT_MODEL = PROJECT_ROOT / DEFAULT_MODEL_FILE
-COLUMNS = ["file", "frame", "face", "left", "top", "right", "bottom", *(f"p_{c}" for c in CLASS_NAMES), "emotion",
+COLUMNS = ["file", "frame", "face", "left", "top", "right", "bottom", *("p_" + c for c in CLASS_NAMES), "emotion",
            "probability"]
+PathLike = Union[str, Path]
 
 
-@dataclass
+class InputFile(NamedTuple):
+    path: Path
+    annotated: Path  # where its annotated copy goes, relative to --annotate: unique within a run
+
+
 class PredictionRun:
-    rows: list[dict] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # "file: reason", one per bad input
-    files_without_faces: list[str] = field(default_factory=list)
+    """What a batch did; rows are also kept here for the summary table."""
+
+    def __init__(self) -> None:
+        self.rows = []  # type: List[dict]
+        self.problems = []  # type: List[str]  # "file: reason", one per skipped input
+        self.files_without_faces = []  # type: List[str]
+        self.done = 0  # inputs finished in this run
+        self.already_done = 0  # inputs skipped because the outputs held them (--resume)
+        self.total = 0
+        self.interrupted = False
 
 
-def expand_inputs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
-    """Files named directly, and the image/video files under folders (recursive, sorted)."""
-    found, problems = [], []
+def expand_inputs(paths: Sequence[PathLike]) -> List[InputFile]:
+    """Files named directly, and the image/video files under folders (recursive, sorted), each
+    once. A path that does not exist is refused before any work. Annotated copies keep the
+    path below the folder given (prefixed with the folder's name), so their names are unique."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError("no such file or folder: {}".format(", ".join(missing)))
+    found, seen = [], set()  # type: List[InputFile], Set[Path]
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
+            members = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            named = [(p, Path(path.resolve().name) / p.relative_to(path)) for p in members]
         else:
-            problems.append(f"{path}: no such file or folder")
-    return found, problems
+            named = [(path, Path(path.name))]
+        for file, relative in named:
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                found.append(InputFile(file, relative))
+    return found
+
+
+def annotated_path(annotate_dir: Path, item: InputFile) -> Path:
+    suffix = ".mp4" if item.path.suffix.lower() in VIDEO_SUFFIXES else ".png"
+    return annotate_dir / item.annotated.parent / (item.annotated.stem + "_annotated" + suffix)
+
+
+def check_outputs(csv_path: Optional[Path], json_path: Optional[Path], annotate_dir: Optional[Path],
+                  inputs: Sequence[InputFile], force: bool = False, resume: bool = False, make_dirs: bool = False) -> None:
+    """Refuse, before the first image, every output that could not be written or would replace
+    something: a missing folder (unless make_dirs), a folder named as a file, the same file
+    twice, an existing file without --force or --resume, annotated copies that would collide."""
+    if force and resume:
+        raise ValueError("--force replaces the outputs and --resume continues them: choose one")
+    files = [p for p in (csv_path, json_path) if p is not None]
+    if len(files) == 2 and files[0].resolve() == files[1].resolve():
+        raise ValueError("--csv and --json name the same file {}: give each its own".format(files[0]))
+    for target in files:
+        if target.is_dir():
+            raise ValueError("{} is a folder; --csv and --json take a file name".format(target))
+        if not target.parent.is_dir():
+            if target.parent.exists():
+                raise ValueError("{} is not a folder".format(target.parent))
+            if not make_dirs:
+                raise FileNotFoundError("folder {} does not exist (create it, or pass --mkdir)".format(target.parent))
+            target.parent.mkdir(parents=True)
+        if target.exists() and not (force or resume):
+            raise FileExistsError("{} exists; pass --force to replace it or --resume to continue it".format(target))
+    if annotate_dir is not None:
+        if annotate_dir.exists() and not annotate_dir.is_dir():
+            raise ValueError("--annotate {} is a file; it takes a folder".format(annotate_dir))
+        if not annotate_dir.parent.is_dir() and not make_dirs:
+            raise FileNotFoundError("folder {} does not exist (create it, or pass --mkdir)".format(annotate_dir.parent))
+        targets = {}  # type: dict
+        for item in inputs:
+            target = annotated_path(annotate_dir, item)
+            if target in targets:
+                raise ValueError("{} and {} would both be annotated as {}; give them separately".format(
+                    targets[target], item.path, target))
+            targets[target] = item.path
+            if target.exists() and not (force or resume):
+                raise FileExistsError("{} exists; pass --force to replace annotated copies".format(target))
+
+
+def _trim_partial_line(path: Path) -> None:
+    """Drop an unfinished last line (a run killed mid-write) so appended lines start clean."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[:data.rfind(b"\n") + 1])
+
+
+class ResultWriter:
+    """Rows to CSV (one per face) and JSON Lines (one per face, plus one per input without a
+    face or skipped), written and flushed as each input finishes."""
+
+    def __init__(self, csv_path: Optional[Path] = None, json_path: Optional[Path] = None, resume: bool = False):
+        self.done = set()  # type: Set[str]  # inputs the outputs already hold (resume)
+        self._csv = self._json = None
+        if csv_path is not None:
+            appending = resume and csv_path.exists() and csv_path.stat().st_size > 0
+            if appending:
+                _trim_partial_line(csv_path)
+                with open(str(csv_path), newline="", encoding="utf-8") as handle:
+                    reader = csv.DictReader(handle)
+                    if reader.fieldnames != COLUMNS:
+                        raise ValueError("{} is not a lightfer predict CSV (its header differs); cannot resume it".format(csv_path))
+                    self.done |= {row["file"] for row in reader}
+            self._csv = open(str(csv_path), "a" if appending else "w", newline="", encoding="utf-8")
+            if not appending:
+                self._csv.write(",".join(COLUMNS) + "\r\n")
+                self._csv.flush()
+        if json_path is not None:
+            appending = resume and json_path.exists()
+            if appending:
+                _trim_partial_line(json_path)
+                for number, line in enumerate(json_path.read_text(encoding="utf-8").splitlines(), 1):
+                    try:
+                        self.done.add(json.loads(line)["file"])
+                    except (ValueError, KeyError, TypeError):
+                        raise ValueError("{} line {} is not a lightfer predict record; cannot resume it".format(
+                            json_path, number)) from None
+            self._json = open(str(json_path), "a" if appending else "w", encoding="utf-8")
+
+    def record(self, file: str, rows: List[dict], skipped: Optional[str] = None) -> None:
+        if self._csv is not None and rows:
+            buffer = io.StringIO()
+            csv.DictWriter(buffer, fieldnames=COLUMNS).writerows(rows)
+            self._csv.write(buffer.getvalue())  # one write per input: an interrupt cannot split it
+            self._csv.flush()
+        if self._json is not None:
+            if skipped is not None:
+                records = [{"file": file, "status": "skipped", "reason": skipped}]
+            elif not rows:
+                records = [{"file": file, "status": "no face"}]
+            else:
+                records = [dict(row, status="face") for row in rows]
+            self._json.write("".join(json.dumps(r) + "\n" for r in records))
+            self._json.flush()
+
+    def close(self) -> None:
+        for handle in (self._csv, self._json):
+            if handle is not None:
+                handle.close()
 
 
 def _row(file: Path, frame: int, index: int, face, probabilities: np.ndarray) -> dict:
     best = int(np.argmax(probabilities))
-    return {"file": str(file), "frame": frame, "face": index, **dict(zip(("left", "top", "right", "bottom"), face.box)),
-            **{f"p_{c}": round(float(p), 4) for c, p in zip(CLASS_NAMES, probabilities)},
-            "emotion": CLASS_NAMES[best], "probability": round(float(probabilities[best]), 4)}
+    row = {"file": str(file), "frame": frame, "face": index}
+    row.update(zip(("left", "top", "right", "bottom"), face.box))
+    row.update({"p_" + c: round(float(p), 4) for c, p in zip(CLASS_NAMES, probabilities)})
+    row.update(emotion=CLASS_NAMES[best], probability=round(float(probabilities[best]), 4))
+    return row
 
 
-def annotate(gray: np.ndarray, results: list[tuple]) -> np.ndarray:
+def annotate(gray: np.ndarray, results: list) -> np.ndarray:
     """A BGR copy of the frame with each face's box, emotion and probability drawn on it."""
     import cv2
 
@@ -59,113 +190,136 @@ def annotate(gray: np.ndarray, results: list[tuple]) -> np.ndarray:
         left, top, right, bottom = face.box
         best = int(np.argmax(probabilities))
         cv2.rectangle(image, (left, top), (right, bottom), (0, 255, 0), thickness)
-        cv2.putText(image, f"{CLASS_NAMES[best]} {probabilities[best]:.2f}", (left, max(top - 6, 12)),
+        cv2.putText(image, "{} {:.2f}".format(CLASS_NAMES[best], probabilities[best]), (left, max(top - 6, 12)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thickness, (0, 255, 0), thickness)
     return image
 
 
-def _frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
+def _frames(path: Path, every: int, max_pixels: int) -> Iterator[Tuple[int, np.ndarray]]:
     if path.suffix.lower() in VIDEO_SUFFIXES:
         yield from video_frames(path, every)
     else:
-        yield 0, read_image(path)
+        yield 0, read_image(path, max_pixels)
 
 
-def predict_files(
-    paths: list[str | Path],
-    predictor: Predictor,
-    stage: FaceStage,
-    every: int = 1,
-    annotate_dir: Path | None = None,
-    progress: bool = True,
-) -> PredictionRun:
-    """Every face of every input; a bad file is recorded in `problems` and the run goes on."""
+def _classify(gray: np.ndarray, predictor: Predictor, stage: FaceStage, crops: bool) -> list:
+    if crops:
+        face = crop_as_face(gray)
+        return [(face, predictor(face.crop[None].astype(np.float32))[0])]
+    return classify_faces(stage, predictor, gray)
+
+
+def _predict_input(item: InputFile, predictor: Predictor, stage: FaceStage, every: int, annotate_dir: Optional[Path],
+                   crops: bool, max_pixels: int, progress: bool) -> List[dict]:
+    """Every face of one image or video; raises on a bad input."""
     import cv2
     from tqdm import tqdm
 
+    path = item.path
+    is_video = path.suffix.lower() in VIDEO_SUFFIXES
+    target = annotated_path(annotate_dir, item) if annotate_dir is not None else None
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    rows, writer = [], None  # type: List[dict], Optional[object]
+    stage.reset()  # a new image or video: nothing to follow from the previous input
+    frames = _frames(path, every, max_pixels)
+    if is_video and progress:
+        frames = tqdm(frames, total=-(-video_frame_count(path) // every), desc=path.name, unit="frame", leave=False)
+    try:
+        for frame, gray in frames:
+            results = _classify(gray, predictor, stage, crops)
+            rows += [_row(path, frame, i, face, p) for i, (face, p) in enumerate(results)]
+            if target is None:
+                continue
+            drawn = annotate(gray, results)
+            if not is_video:
+                if not cv2.imwrite(str(target), drawn):
+                    raise OSError("could not write {}".format(target))
+                continue
+            if writer is None:
+                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), 25 / every,
+                                         (gray.shape[1], gray.shape[0]))
+            writer.write(drawn)
+    finally:
+        if writer is not None:
+            writer.release()
+    return rows
+
+
+def predict_files(
+    inputs: Sequence[InputFile],
+    predictor: Predictor,
+    stage: FaceStage,
+    every: int = 1,
+    annotate_dir: Optional[Path] = None,
+    writer: Optional[ResultWriter] = None,
+    crops: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+    on_skip: Optional[Callable[[str], None]] = None,
+) -> PredictionRun:
+    """Every face of every input (from expand_inputs). A bad input is recorded (and reported to `on_skip` at once) and
+    the batch goes on; each finished input goes to `writer`; Ctrl-C stops after the finished ones."""
+    from tqdm import tqdm
+
     if every < 1:
-        raise ValueError(f"--every must be at least 1, got {every}")
-    files, problems = expand_inputs(paths)
-    run = PredictionRun(problems=problems)
-    if annotate_dir is not None:
-        annotate_dir.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(files, desc="predicting", unit="file", disable=not progress or len(files) < 2):
-        is_video = path.suffix.lower() in VIDEO_SUFFIXES
-        writer = None
-        found = 0
-        try:
-            stage.reset()  # a new image or video: nothing to follow from the previous file
-            frames = _frames(path, every)
-            if is_video and progress:
-                frames = tqdm(frames, total=-(-video_frame_count(path) // every), desc=path.name, unit="frame", leave=False)
-            for frame, gray in frames:
-                results = classify_faces(stage, predictor, gray)
-                found += len(results)
-                run.rows += [_row(path, frame, i, face, p) for i, (face, p) in enumerate(results)]
-                if annotate_dir is not None:
-                    drawn = annotate(gray, results)
-                    if not is_video:
-                        _write_new(annotate_dir / f"{path.stem}_annotated.png", lambda target: cv2.imwrite(str(target), drawn))
-                    else:
-                        if writer is None:
-                            target = _new_path(annotate_dir / f"{path.stem}_annotated.mp4")
-                            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), 25 / every,
-                                                     (gray.shape[1], gray.shape[0]))
-                        writer.write(drawn)
-        except ImageReadError as err:
-            run.problems.append(str(err))
-            continue
-        finally:
-            if writer is not None:
-                writer.release()
-        if found == 0:
-            run.files_without_faces.append(str(path))
+        raise ValueError("--every must be at least 1, got {}".format(every))
+    run = PredictionRun()
+    run.total = len(inputs)
+    done = writer.done if writer is not None else set()
+    todo = [item for item in inputs if str(item.path) not in done]
+    run.already_done = len(inputs) - len(todo)
+    try:
+        for item in tqdm(todo, desc="predicting", unit="file", disable=not progress or len(todo) < 2):
+            try:
+                rows = _predict_input(item, predictor, stage, every, annotate_dir, crops, max_pixels, progress)
+            except Exception as err:  # one bad input never ends the batch
+                text = " ".join(str(err).split())[:300]  # one line: OpenCV's messages span several
+                reason = text if text.startswith(str(item.path)) else "{}: {}: {}".format(item.path, type(err).__name__, text)
+                run.problems.append(reason)
+                if writer is not None:
+                    writer.record(str(item.path), [], skipped=reason)
+                if on_skip is not None:
+                    on_skip(reason)
+            else:
+                run.rows += rows
+                if not rows:
+                    run.files_without_faces.append(str(item.path))
+                if writer is not None:
+                    writer.record(str(item.path), rows)
+            run.done += 1
+    except KeyboardInterrupt:
+        run.interrupted = True
     return run
 
 
-def _new_path(target: Path) -> Path:
-    if target.exists():
-        raise FileExistsError(f"{target} exists; choose another --annotate folder")
-    return target
+def no_face_hint(run: PredictionRun, min_face: int, crops: bool) -> str:
+    """What to try when no input had a face."""
+    if crops or run.rows or not run.files_without_faces:
+        return ""
+    return ("no face found in any input. Faces smaller than --min-face {} px are not searched for: try a smaller "
+            "--min-face (slower); if the images are face crops already (e.g. FER2013's 48x48), pass --crops".format(min_face))
 
 
-def _write_new(target: Path, write) -> None:
-    if not write(_new_path(target)):
-        raise OSError(f"could not write {target}")
-
-
-def write_results(run: PredictionRun, csv_path: Path | None, json_path: Path | None, force: bool = False) -> None:
-    """CSV (one row per face) and JSON (rows, bad inputs, files without a face); never replaces a
-    file unless `force`."""
-    import pandas as pd
-
-    for target in (csv_path, json_path):
-        if target is not None and target.exists() and not force:
-            raise FileExistsError(f"{target} exists; pass --force to replace it")
-    if csv_path is not None:
-        pd.DataFrame(run.rows, columns=COLUMNS).to_csv(csv_path, index=False)
-    if json_path is not None:
-        json_path.write_text(json.dumps({"faces": run.rows, "problems": run.problems,
-                                         "files_without_faces": run.files_without_faces}, indent=1))
-
-
-def benchmark_frames(count: int = 4, size: tuple[int, int] = (640, 480)) -> np.ndarray:
-    """640x480 gray frames, each holding the astronaut's face from scikit-image at a new place."""
+def benchmark_frames(count: int = 4, size: Tuple[int, int] = (640, 480), face_scale: float = 2.0) -> np.ndarray:
+    """640x480 gray frames, each holding the astronaut's face from scikit-image at a new place,
+    scaled by `face_scale` (2.0: a ~175 px face, as a webcam close-up shows one)."""
     import cv2
     from skimage import data
 
-    face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)[0:260, 100:330]
+    head = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)[30:230, 130:310]
+    face = cv2.resize(head, None, fx=face_scale, fy=face_scale, interpolation=cv2.INTER_CUBIC)
     rng = np.random.default_rng(0)
     frames = []
     for _ in range(count):
         frame = np.full((size[1], size[0]), 128, np.uint8)
-        top, left = rng.integers(0, size[1] - face.shape[0]), rng.integers(0, size[0] - face.shape[1])
+        top, left = rng.integers(0, size[1] - face.shape[0] + 1), rng.integers(0, size[0] - face.shape[1] + 1)
         frame[top:top + face.shape[0], left:left + face.shape[1]] = face
         frames.append(frame)
     return np.stack(frames)
 
 
-def moving_face_frames(count: int = 100, size: tuple[int, int] = (640, 480)) -> np.ndarray:
+def moving_face_frames(count: int = 100, size: Tuple[int, int] = (640, 480)) -> np.ndarray:
     """Consecutive 640x480 gray frames of a video-like clip: the astronaut's face gliding along an
     ellipse, a few pixels per frame (for the face stage's full_detect_every mode)."""
     import cv2

@@ -8,18 +8,21 @@ files only through safe_keras, which checks the architecture before deserialisin
 """
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
+
+from lightfer_utils import CLASS_NAMES
 
 from lightfer_utils.errors import ModelLoadError
 from lightfer_utils.safe_keras import check_onnx_external_data, load_keras_model
 
-KERAS_SUFFIXES = (".keras", ".h5")
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 class Predictor:
     runtime = "abstract"
+    max_batch = 0  # 0: any batch size; 1: a model with a fixed batch of one, run face by face
 
     def __init__(self, path: Path):
         self.path = path
@@ -30,13 +33,43 @@ class Predictor:
             faces = faces[..., None]
         if faces.shape[1:] != (48, 48, 1):
             raise ValueError(f"expected faces of shape [N, 48, 48, 1], got {list(faces.shape)}")
+        if self.max_batch and len(faces) > self.max_batch:
+            return np.concatenate([self._predict(faces[i:i + self.max_batch]) for i in range(0, len(faces), self.max_batch)])
         return self._predict(faces)
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def declared_shapes(self) -> Tuple[List, List]:
+        """The model's declared input and output shapes (None or -1 for a free dimension)."""
+        raise NotImplementedError
+
+    def check_contract(self) -> None:
+        """Refuse, naming what was found, a model that does not take [N, 48, 48, 1] raw faces and
+        return 7 class probabilities; a model with a fixed batch of 1 is run face by face."""
+        inputs, outputs = self.declared_shapes()
+        free = (None, -1)
+        if len(inputs) != 4 or [d if d not in free else None for d in inputs[1:]] != [48, 48, 1]:
+            raise ModelLoadError(f"{self.path}: takes input {_shape(inputs)}; lightfer models take [N, 48, 48, 1] "
+                                 "raw gray faces")
+        if inputs[0] not in free and inputs[0] != 1:
+            raise ModelLoadError(f"{self.path}: takes a fixed batch of {inputs[0]}; expected a free batch size or 1")
+        self.max_batch = 1 if inputs[0] == 1 else 0
+        if not outputs or outputs[-1] != len(CLASS_NAMES):
+            raise ModelLoadError(f"{self.path}: returns {_shape(outputs)}; lightfer models return [N, 7] "
+                                 f"probabilities of {', '.join(CLASS_NAMES)}")
+        probe = self(np.full((2, 48, 48, 1), 128, np.float32))
+        if probe.shape != (2, len(CLASS_NAMES)) or not np.all(np.isfinite(probe)) or \
+                not np.allclose(probe.sum(axis=1), 1.0, atol=0.05) or probe.min() < -1e-3:
+            raise ModelLoadError(f"{self.path}: its outputs are not 7 class probabilities (a probe batch gave shape "
+                                 f"{list(probe.shape)}, row sums {np.round(probe.sum(axis=-1), 3).tolist()})")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path.name!r}, runtime={self.runtime!r})"
+
+
+def _shape(dims: List) -> str:
+    return "[" + ", ".join("N" if d in (None, -1) or isinstance(d, str) else str(d) for d in dims) + "]"
 
 
 class OnnxPredictor(Predictor):
@@ -54,8 +87,17 @@ class OnnxPredictor(Predictor):
             self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types for bad files
             raise ModelLoadError(f"cannot load ONNX model {path}: {err}") from None
+        if len(self.session.get_inputs()) != 1:
+            raise ModelLoadError(f"{path}: has {len(self.session.get_inputs())} inputs; lightfer models take one")
         self.input_name = self.session.get_inputs()[0].name
         self.providers = self.session.get_providers()
+
+    def declared_shapes(self) -> Tuple[List, List]:
+        model_input, model_output = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        if model_input.type != "tensor(float)":
+            raise ModelLoadError(f"{self.path}: takes {model_input.type}; lightfer models take tensor(float) faces")
+        free = lambda dims: [d if isinstance(d, int) else None for d in dims]  # noqa: E731
+        return free(model_input.shape), free(model_output.shape)
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: faces})[0].astype(np.float32)
@@ -75,6 +117,13 @@ class TFLitePredictor(Predictor):
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = 0
+
+    def declared_shapes(self) -> Tuple[List, List]:
+        if self.input["dtype"] not in (np.float32, np.int8, np.uint8):
+            raise ModelLoadError(f"{self.path}: takes {np.dtype(self.input['dtype']).name}; expected float32 or "
+                                 "integer-quantised faces")
+        signature = lambda detail: [int(d) for d in detail.get("shape_signature", detail["shape"])]  # noqa: E731
+        return signature(self.input), signature(self.output)
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) != self.batch:
@@ -107,6 +156,12 @@ class KerasPredictor(Predictor):
         self.model = load_keras_model(path)
         self._call = keras_predictor(self.model, batch_size)
 
+    def declared_shapes(self) -> Tuple[List, List]:
+        if len(self.model.inputs) != 1 or len(self.model.outputs) != 1:
+            raise ModelLoadError(f"{self.path}: has {len(self.model.inputs)} inputs and {len(self.model.outputs)} "
+                                 "outputs; lightfer models have one of each")
+        return list(self.model.inputs[0].shape), list(self.model.outputs[0].shape)
+
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         return self._call(faces)
 
@@ -119,7 +174,8 @@ LOADERS = {  # type: Dict[str, Callable[[Path], Predictor]]
 
 
 def load_predictor(path: Union[str, Path]) -> Predictor:
-    """A predictor for a .keras/.h5, .onnx or .tflite model file, chosen by its suffix."""
+    """A predictor for a .keras/.h5, .onnx or .tflite model file, chosen by its suffix, whose
+    input and output were checked against the package's model contract."""
     model = Path(path)
     if not model.is_file():
         raise FileNotFoundError(f"model file not found: {model}")
@@ -135,4 +191,6 @@ def load_predictor(path: Union[str, Path]) -> Predictor:
         raise ModelLoadError(f"{model}: unknown model format {suffix!r}; expected one of {', '.join(sorted(LOADERS))}")
     if model.stat().st_size == 0:
         raise ModelLoadError(f"{model} is empty (0 bytes)")
-    return LOADERS[suffix](model)
+    predictor = LOADERS[suffix](model)
+    predictor.check_contract()
+    return predictor

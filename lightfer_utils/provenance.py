@@ -17,7 +17,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRACKED_PACKAGES = (
     "lightfer", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx", "onnx",
     "onnxruntime", "onnxruntime-gpu", "onnxconverter-common", "ai-edge-litert", "tensorrt", "dlib-bin",
-    "dlib", "numpy", "pandas", "papermill", "nbval", "opencv-python-headless", "pillow", "psutil",
+    "dlib", "numpy", "pandas", "papermill", "nbval", "opencv-contrib-python-headless", "pillow", "psutil",
 )
 
 

@@ -41,6 +41,7 @@ ALLOWED_LAYERS = frozenset({
     "Rescaling", "Normalization", "Resizing",
 })
 KERAS_MODULE_PREFIXES = ("keras", "tf_keras")
+HDF5_SUFFIXES = (".h5", ".hdf5")
 # Keys under which Keras stores a callable: a file holding them carries code.
 CODE_KEYS = ("function", "function_type", "output_shape_type", "module_function")
 
@@ -114,7 +115,7 @@ def architecture_config(path: Union[str, Path]) -> dict:
         if suffix == ".keras":
             with zipfile.ZipFile(str(source)) as archive:
                 text = archive.read("config.json")
-        elif suffix == ".h5":
+        elif suffix in HDF5_SUFFIXES:
             import h5py
 
             with h5py.File(str(source), "r") as handle:
@@ -122,7 +123,7 @@ def architecture_config(path: Union[str, Path]) -> dict:
             if text is None:
                 raise UnsafeModelError("{}: no model_config in this HDF5 file (weights only?): not a model file".format(source))
         else:
-            raise ModelLoadError("{}: not a Keras model file (.keras or .h5)".format(source))
+            raise ModelLoadError("{}: not a Keras model file (.keras, .h5 or .hdf5)".format(source))
         config = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except ModelLoadError:
         raise

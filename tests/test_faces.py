@@ -15,7 +15,7 @@ from skimage import data
 
 from lightfer_utils.cli import main
 from lightfer_utils.faces import FaceStage, ImageReadError, read_image
-from lightfer_utils.predict import predict_files
+from lightfer_utils.predict import expand_inputs, predict_files
 from lightfer_utils.predictor import load_predictor
 
 ASTRONAUT_BOX = (179, 83, 266, 170)  # measured once; the face is on the upper middle of the image
@@ -100,8 +100,8 @@ def test_images_without_a_face(stage):
     assert stage(np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))) == []
 
 
-def test_huge_image_is_detected_downscaled_and_boxed_at_full_resolution(astronaut_rgb):
-    stage = FaceStage(max_side=600)
+def test_a_large_min_face_detects_on_a_smaller_copy_and_boxes_at_full_resolution(astronaut_rgb):
+    stage = FaceStage(min_face=400)  # the ~700 px face is found on a copy scaled by 80/400
     big = cv2.resize(cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY), (4096, 4096), interpolation=cv2.INTER_CUBIC)
     faces = stage(big)
     assert len(faces) == 1
@@ -156,11 +156,13 @@ def test_folder_run_goes_past_bad_files_and_modifies_nothing(tmp_path, astronaut
     reasons = plant_bad_files(folder / "bad")
     Image.fromarray(np.full((100, 100), 90, np.uint8)).save(folder / "blank.png")
     before = digest(folder)
-    run = predict_files([folder, tmp_path / "missing.jpg"], load_predictor(models["onnx"]), stage, progress=False)
+    run = predict_files(expand_inputs([folder]), load_predictor(models["onnx"]), stage, progress=False)
     assert digest(folder) == before
     assert len(run.rows) == 5 and {Path(r["file"]).name for r in run.rows} == {p.name for p in (folder / "formats").iterdir()}
-    assert len(run.problems) == len(reasons) + 1 and any("missing.jpg" in p for p in run.problems)
+    assert len(run.problems) == len(reasons) and run.done == run.total == 5 + len(reasons) + 1
     assert [Path(p).name for p in run.files_without_faces] == ["blank.png"]
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):  # a typo is refused before any work
+        expand_inputs([folder, tmp_path / "missing.jpg"])
 
 
 def test_every_runtime_gives_the_same_top_class(astronaut_rgb, models, stage):
@@ -177,7 +179,7 @@ def test_video_every_nth_frame(tmp_path, astronaut_rgb, models, stage):
     for _ in range(10):
         writer.write(cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR))
     writer.release()
-    run = predict_files([video], load_predictor(models["tflite"]), stage, every=3, progress=False,
+    run = predict_files(expand_inputs([video]), load_predictor(models["tflite"]), stage, every=3, progress=False,
                         annotate_dir=tmp_path / "annotated")
     astronaut = [r["frame"] for r in run.rows if near((r["left"], r["top"], r["right"], r["bottom"]), ASTRONAUT_BOX)]
     assert astronaut == [0, 3, 6, 9]  # (MJPG artefacts also make dlib see a face in the mission patch)
@@ -196,7 +198,8 @@ def test_predict_command(tmp_path, astronaut_rgb, models, capsys):
     assert "astronaut.png" in captured.out and "skipped:" in captured.err and "empty file" in captured.err
     rows = out_csv.read_text().splitlines()
     assert len(rows) == 2 and rows[0].startswith("file,frame,face,left,top,right,bottom,p_angry")
-    assert len(json.loads(out_json.read_text())["problems"]) == 3
+    records = [json.loads(line) for line in out_json.read_text().splitlines()]
+    assert [r["status"] for r in records].count("skipped") == 3 and [r["status"] for r in records].count("face") == 1
     assert (tmp_path / "annotated" / "astronaut_annotated.png").exists()
     assert main(args) == 2  # existing outputs are never replaced silently
     assert "exists" in capsys.readouterr().err

@@ -1,0 +1,245 @@
+"""`lightfer predict` on bad and unusual input: one clear line per case, the right exit status,
+no traceback, no lost finished row. (Hostile model files: test_model_safety.py.)"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from lightfer_utils.cli import main
+from lightfer_utils.errors import ModelLoadError
+from lightfer_utils.faces import FaceStage
+from lightfer_utils.predict import ResultWriter, expand_inputs, predict_files
+from lightfer_utils.predictor import load_predictor
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory) -> Path:
+    from lightfer_utils.export import export_onnx
+    from lightfer_utils.models import build_model
+
+    path = tmp_path_factory.mktemp("model") / "m.onnx"
+    export_onnx(build_model("light_fer_net", widths=(8, 8, 8, 8), blocks=(0, 1, 1, 1)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stage() -> FaceStage:
+    return FaceStage()
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """Six photos of the astronaut (one face each) in a folder."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(data.astronaut()).save(folder / f"photo_{i}.png")
+    return folder
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    status = main(["predict", *map(str, args)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return status, out, err
+
+
+def csv_files(path: Path) -> list[str]:
+    with open(path, newline="") as handle:
+        return [row["file"] for row in csv.DictReader(handle)]
+
+
+# --------------------------------------------------------------------------- odd images never end the batch
+
+def test_decompression_bomb_strip_and_bad_files_are_skipped_and_the_rest_kept(tmp_path, photos, onnx_model, capsys):
+    Image.new("1", (15000, 15000)).save(photos / "bomb.png")  # 225 megapixels, a few kB on disk
+    Image.fromarray(np.full((2, 5000), 100, np.uint8)).save(photos / "strip.png")
+    (photos / "notes.jpg").write_text("not an image")
+    out = tmp_path / "faces.csv"
+    status, _, err = run(capsys, photos, "--model", onnx_model, "--csv", out)
+    assert status == 0
+    assert "skipped: " in err and "bomb.png: 15000x15000 pixels is over the limit of 120,000,000 (--max-megapixels)" in err
+    assert "notes.jpg: not an image" in err and "no face: " in err and "strip.png" in err
+    assert len(csv_files(out)) == 6  # every good photo's face is kept
+
+
+def test_a_smaller_pixel_limit_is_stated_in_the_message(tmp_path, photos, onnx_model, capsys):
+    status, _, err = run(capsys, photos / "photo_0.png", "--model", onnx_model, "--max-megapixels", "0.1")
+    assert status == 0 and "262,144 pixels is over the limit of 100,000 (--max-megapixels)" in err
+
+
+def test_interrupt_keeps_every_finished_row_and_resume_completes_without_repeats(tmp_path, photos, onnx_model, stage):
+    predictor = load_predictor(onnx_model)
+    calls = []
+
+    def interrupt_on_the_fourth_file(faces):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return predictor(faces)
+
+    out, jsonl = tmp_path / "faces.csv", tmp_path / "faces.jsonl"
+    writer = ResultWriter(out, jsonl)
+    first = predict_files(expand_inputs([photos]), interrupt_on_the_fourth_file, stage, writer=writer, progress=False)
+    writer.close()
+    assert first.interrupted and first.done == 3 and len(csv_files(out)) == 3
+    writer = ResultWriter(out, jsonl, resume=True)
+    second = predict_files(expand_inputs([photos]), predictor, stage, writer=writer, progress=False)
+    writer.close()
+    assert second.already_done == 3 and second.done == 3 and not second.interrupted
+    assert sorted(csv_files(out)) == sorted(str(p) for p in photos.iterdir())
+    assert len(jsonl.read_text().splitlines()) == 6
+
+
+def test_an_interrupted_command_says_how_much_was_kept(tmp_path, photos, onnx_model, capsys, monkeypatch):
+    import lightfer_utils.predict as predict
+
+    real = predict._predict_input
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "_predict_input", interrupted)
+    out = tmp_path / "faces.csv"
+    status, _, err = run(capsys, photos, "--model", onnx_model, "--csv", out)
+    assert status == 130 and "interrupted: the 2 finished inputs are kept in" in err and "--resume" in err
+    assert len(csv_files(out)) == 2
+
+
+def test_a_resumed_file_that_is_not_ours_is_refused(tmp_path, photos, onnx_model, capsys):
+    out = tmp_path / "other.csv"
+    out.write_text("a,b\n1,2\n")
+    status, _, err = run(capsys, photos, "--model", onnx_model, "--csv", out, "--resume")
+    assert status == 2 and "not a lightfer predict CSV" in err
+
+
+# --------------------------------------------------------------------------- outputs checked before the work
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing_folder", "does not exist (create it, or pass --mkdir)"),
+    ("folder_as_file", "is a folder; --csv and --json take a file name"),
+    ("same_file", "--csv and --json name the same file"),
+    ("exists", "exists; pass --force to replace it or --resume to continue it"),
+    ("force_and_resume", "choose one"),
+])
+def test_bad_outputs_are_refused_before_the_first_image(tmp_path, photos, onnx_model, capsys, case, expected):
+    out = tmp_path / "faces.csv"
+    args = {"missing_folder": ["--csv", tmp_path / "no" / "faces.csv"],
+            "folder_as_file": ["--csv", tmp_path, "--force"],
+            "same_file": ["--csv", out, "--json", out],
+            "exists": ["--csv", out],
+            "force_and_resume": ["--csv", out, "--force", "--resume"]}[case]
+    out.write_text("") if case == "exists" else None
+    status, stdout, err = run(capsys, photos, "--model", onnx_model, *args)
+    assert status == 2 and expected in err and err.count("\n") == 1 and stdout == ""
+
+
+def test_mkdir_creates_the_output_folder(tmp_path, photos, onnx_model, capsys):
+    status, _, _ = run(capsys, photos / "photo_0.png", "--model", onnx_model, "--csv", tmp_path / "new" / "f.csv", "--mkdir")
+    assert status == 0 and len(csv_files(tmp_path / "new" / "f.csv")) == 1
+
+
+def test_annotated_names_keep_the_path_and_never_collide(tmp_path, onnx_model, capsys):
+    for sub in ("a", "b"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        Image.fromarray(data.astronaut()).save(tmp_path / "in" / sub / "same.png")
+    status, _, _ = run(capsys, tmp_path / "in", "--model", onnx_model, "--annotate", tmp_path / "ann")
+    assert status == 0
+    assert sorted(p.relative_to(tmp_path / "ann").as_posix() for p in (tmp_path / "ann").rglob("*.png")) == [
+        "in/a/same_annotated.png", "in/b/same_annotated.png"]
+    status, _, err = run(capsys, tmp_path / "in" / "a" / "same.png", tmp_path / "in" / "b" / "same.png",
+                         "--model", onnx_model, "--annotate", tmp_path / "ann2")
+    assert status == 2 and "would both be annotated as" in err
+
+
+def test_a_missing_input_is_refused_with_a_non_zero_status(tmp_path, onnx_model, capsys):
+    status, _, err = run(capsys, tmp_path / "nope.jpg", "--model", onnx_model)
+    assert status == 2 and "no such file or folder" in err and "nope.jpg" in err
+
+
+# --------------------------------------------------------------------------- faces by size, crops, hints
+
+def test_face_crops_need_crops_and_the_hint_says_so(tmp_path, onnx_model, capsys):
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48), dtype=np.uint8)).save(folder / f"{i}.png")
+    status, _, err = run(capsys, folder, "--model", onnx_model)
+    assert status == 0 and "no face found in any input" in err and "--crops" in err
+    out = tmp_path / "crops.csv"
+    status, _, _ = run(capsys, folder, "--model", onnx_model, "--crops", "--csv", out)
+    assert status == 0 and len(csv_files(out)) == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "5000"])
+def test_an_impossible_min_face_is_refused(onnx_model, photos, capsys, value):
+    status, _, err = run(capsys, photos, "--model", onnx_model, "--min-face", value)
+    assert status == 2 and "min_face must be between 20 and 4000 px" in err
+
+
+def test_min_face_finds_small_faces_only_when_asked(tmp_path, onnx_model, capsys):
+    import cv2
+
+    gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(gray, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)  # a ~52 px face
+    frame = np.full((600, 800), 128, np.uint8)
+    frame[100:100 + small.shape[0], 200:200 + small.shape[1]] = small
+    Image.fromarray(frame).save(tmp_path / "small_face.png")
+    _, out_default, _ = run(capsys, tmp_path / "small_face.png", "--model", onnx_model)
+    _, out_small, _ = run(capsys, tmp_path / "small_face.png", "--model", onnx_model, "--min-face", "40")
+    assert "no faces found" in out_default and "small_face.png" in out_small
+
+
+# --------------------------------------------------------------------------- model contract
+
+def onnx_with(path: Path, input_shape: list, classes: int = 7) -> Path:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    flat = int(np.prod([d for d in input_shape[1:]]))
+    weights = numpy_helper.from_array(np.full((flat, classes), 1e-3, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, flat], np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, input_shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [input_shape[0], classes])],
+                              [weights, shape])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_model_with_another_input_size_or_class_count_is_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"takes input \[N, 64, 64, 1\]; lightfer models take \[N, 48, 48, 1\]"):
+        load_predictor(onnx_with(tmp_path / "big.onnx", [None, 64, 64, 1]))
+    with pytest.raises(ModelLoadError, match=r"returns \[N, 3\]; lightfer models return \[N, 7\]"):
+        load_predictor(onnx_with(tmp_path / "three.onnx", [None, 48, 48, 1], classes=3))
+
+
+def test_a_batch_of_one_model_is_run_face_by_face(tmp_path):
+    predictor = load_predictor(onnx_with(tmp_path / "one.onnx", [1, 48, 48, 1]))
+    assert predictor.max_batch == 1 and predictor(np.zeros((5, 48, 48, 1), np.float32)).shape == (5, 7)
+
+
+def test_the_command_refuses_a_contract_breaking_model_in_one_line(tmp_path, photos, capsys):
+    status, _, err = run(capsys, photos, "--model", onnx_with(tmp_path / "big.onnx", [None, 64, 64, 1]))
+    assert status == 2 and err.count("\n") == 1 and "[N, 48, 48, 1]" in err
+
+
+def test_jsonl_records_every_input_kind(tmp_path, photos, onnx_model, capsys):
+    (photos / "broken.png").write_bytes(b"\x89PNG broken")
+    Image.fromarray(np.full((200, 200), 128, np.uint8)).save(photos / "blank.png")
+    out = tmp_path / "faces.jsonl"
+    run(capsys, photos, "--model", onnx_model, "--json", out)
+    statuses = sorted(json.loads(line)["status"] for line in out.read_text().splitlines())
+    assert statuses == ["face"] * 6 + ["no face", "skipped"]
