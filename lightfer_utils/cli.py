@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from lightfer_utils import CLASS_NAMES, DEFAULT_MODEL_FILE
+from lightfer_utils import CLASS_NAMES, DEFAULT_MODEL_FILE, __version__
 from lightfer_utils.faces import DEFAULT_MAX_PIXELS, DEFAULT_MIN_FACE
 
 
@@ -50,6 +51,8 @@ def _cmd_data_timing(args: argparse.Namespace) -> int:
 
     from lightfer_utils.data import load_fer2013
 
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()
         data = load_fer2013(args.source, cache_dir=cache, progress=False)
@@ -305,6 +308,7 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightfer", description="Light-FER reproduction package")
+    parser.add_argument("--version", action="version", version=f"lightfer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the numbered notebooks with papermill")
@@ -437,10 +441,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        # Data, parameter and path errors are the user's to fix: one clear line, no traceback.
-        print(f"lightfer: error: {err}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError, RuntimeError, KeyboardInterrupt):
+        if os.environ.get("LIGHTFER_DEBUG") == "1":  # the full traceback, for reporting a bug
+            raise
+        return _report(sys.exc_info()[1])
+
+
+def _report(err: BaseException) -> int:
+    """One line for an error the user can act on, and the exit status: 2 for bad data, parameters,
+    paths and model files (the user's to fix), 1 when a step failed (a run's notebook, a missing
+    runtime), 130 for Ctrl-C."""
+    if isinstance(err, KeyboardInterrupt):
+        print("lightfer: interrupted", file=sys.stderr)
+        return 130
+    print(f"lightfer: error: {err}", file=sys.stderr)
+    return 1 if isinstance(err, RuntimeError) else 2
 
 
 if __name__ == "__main__":

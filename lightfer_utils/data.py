@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import os
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Literal
@@ -306,32 +307,37 @@ def read_csv(path: Path, *, strict: bool = True, progress: bool = True) -> FerDa
     """Read the contest CSV; problems are reported by file line number (header = line 1)."""
     images, labels, usage, sources, rows = [], [], [], [], []
     problems: list[RecordProblem] = []
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise DataLayoutError(f"{path} is empty")
-        missing = [c for c in CSV_COLUMNS if c not in header]
-        if missing:
-            raise DataLayoutError(f"{path}: header lacks column(s) {', '.join(missing)}; found {header}")
-        col = {name: header.index(name) for name in CSV_COLUMNS}
-        data_row = -1
-        for data_row, row in enumerate(tqdm(reader, desc=f"reading {path.name}", unit=" rows", disable=not progress)):
-            where = f"line {reader.line_num}"
-            try:
-                if len(row) != len(header):
-                    raise ValueError(f"expected {len(header)} fields, found {len(row)}")
-                label = parse_label(row[col["emotion"]].strip())
-                split = parse_usage(row[col["Usage"]].strip())
-                image = parse_pixels(row[col["pixels"]])
-            except ValueError as err:
-                problems.append(RecordProblem(where, str(err)))
-                continue
-            images.append(image)
-            labels.append(label)
-            usage.append(split)
-            sources.append(where)
-            rows.append(data_row)
+    try:
+        with _open_text(path) as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise DataLayoutError(f"{path} is empty")
+            missing = [c for c in CSV_COLUMNS if c not in header]
+            if missing:
+                raise DataLayoutError(f"{path}: header lacks column(s) {', '.join(missing)}; found {header}")
+            col = {name: header.index(name) for name in CSV_COLUMNS}
+            data_row = -1
+            for data_row, row in enumerate(tqdm(reader, desc=f"reading {path.name}", unit=" rows", disable=not progress)):
+                where = f"line {reader.line_num}"
+                try:
+                    if len(row) != len(header):
+                        raise ValueError(f"expected {len(header)} fields, found {len(row)}")
+                    label = parse_label(row[col["emotion"]].strip())
+                    split = parse_usage(row[col["Usage"]].strip())
+                    image = parse_pixels(row[col["pixels"]])
+                except ValueError as err:
+                    problems.append(RecordProblem(where, str(err)))
+                    continue
+                images.append(image)
+                labels.append(label)
+                usage.append(split)
+                sources.append(where)
+                rows.append(data_row)
+    except UnicodeDecodeError as err:
+        raise DataLayoutError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    except (EOFError, OSError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise DataLayoutError(f"{path}: damaged or truncated file ({type(err).__name__}: {err})") from None
     return _finish(path, images, labels, usage, sources, rows, data_row + 1, problems, strict)
 
 

@@ -6,6 +6,8 @@ classes, so every exported format takes the same raw faces and gives the same pr
 
 from __future__ import annotations
 
+import inspect
+
 from typing import Callable
 
 import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -160,4 +162,9 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
 def build_model(name: str, **config) -> keras.Model:
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(BUILDERS)}")
+    accepted = inspect.signature(BUILDERS[name]).parameters
+    unknown = [key for key in config if key not in accepted]
+    if unknown:
+        raise ValueError(f"model {name!r} takes no setting {', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(accepted) or 'none'}")
     return BUILDERS[name](**config)

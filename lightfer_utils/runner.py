@@ -191,9 +191,10 @@ def _write_manifest(plan: RunPlan, manifest: dict[str, Any]) -> None:
 
 
 def execute(plan: RunPlan, kernel_name: str | None = None) -> dict[str, Any]:
-    """Run the planned notebooks; the manifest is updated after each one."""
-    plan.run_dir.mkdir(parents=True, exist_ok=False)
+    """Run the planned notebooks; the manifest is updated after each one. The data is loaded and
+    checked before the run directory exists, so bad data leaves nothing behind to block a retry."""
     dataset = load_fer2013(plan.data_path, strict=bool(plan.parameters.get("strict", True)))
+    plan.run_dir.mkdir(parents=True, exist_ok=False)
     manifest: dict[str, Any] = {
         "run_id": plan.run_dir.name,
         "profile": plan.profile,
@@ -248,13 +249,25 @@ def _execute_notebooks(plan: RunPlan, manifest: dict[str, Any], kernel_name: str
                 cwd=str(plan.run_dir), kernel_name=kernel_name, progress_bar=True,
             )
         except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
-            entry.update(status="failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__,
-                         seconds=round(time.time() - began, 1))
+            entry.update(status="failed", error=notebook_error(err), seconds=round(time.time() - began, 1))
             manifest.update(status="failed", finished=now_iso())
             _write_manifest(plan, manifest)
-            raise
+            raise NotebookFailed(f"{notebook.stem} failed: {entry['error']}; see {plan.run_dir / notebook.name}") from None
         entry.update(status="completed", seconds=round(time.time() - began, 1))
         _write_manifest(plan, manifest)
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of a run raised; the message names the notebook, cell and error."""
+
+
+def notebook_error(err: Exception) -> str:
+    """One line for a failed notebook: papermill's message starts with a blank line and a banner."""
+    if hasattr(err, "ename"):
+        where = f"cell {err.exec_count}: " if getattr(err, "exec_count", None) else ""
+        return f"{where}{err.ename}: {err.evalue}"
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kernel_name: str | None = None) -> Path:
@@ -264,9 +277,16 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
     run = Path(run_dir).resolve()
     if not run.is_dir():
         raise FileNotFoundError(f"run directory not found: {run}")
+    if not (run / "tables").is_dir():
+        raise FileNotFoundError(f"{run} holds no tables/: not a run directory of `lightfer run`, or 01-06 did not run")
     target = run / "07_tables.ipynb"
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force to regenerate the tables and REPRODUCTION.md")
-    papermill.execute_notebook(str(NOTEBOOKS_DIR / "07_tables.ipynb"), str(target), cwd=str(run),
-                               kernel_name=kernel_name, progress_bar=True)
+    try:
+        papermill.execute_notebook(str(NOTEBOOKS_DIR / "07_tables.ipynb"), str(target), cwd=str(run),
+                                   kernel_name=kernel_name, progress_bar=True)
+    except Exception as err:
+        failed = target.with_name("07_tables.failed.ipynb")
+        target.replace(failed) if target.exists() else None
+        raise NotebookFailed(f"07_tables failed on {run}: {notebook_error(err)}; see {failed}") from None
     return target

@@ -215,6 +215,18 @@ def train(
 ) -> keras.Model:
     """Train (or resume) in ``run_dir``; returns the best model by PublicTest accuracy."""
     run = Path(run_dir)
+    # everything the config names is checked before anything is written, so a mistake leaves no
+    # config.json behind to block the corrected retry
+    strategy = distribution_strategy()
+    replicas = strategy.num_replicas_in_sync
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(config.model, **config.model_config)
+        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
+    named = [t for t in config.teacher.split(",") if t] + ([config.init_from] if config.init_from else [])
+    missing = [m for m in named if not project_path(m).exists()]
+    if missing:
+        raise FileNotFoundError(f"teacher or init-from model not found: {', '.join(missing)}")
     run.mkdir(parents=True, exist_ok=True)
     config_file = run / "config.json"
     if config_file.exists():
@@ -229,12 +241,6 @@ def train(
              "train_records": len(train_data), "val_records": len(val_data), "origin": train_data.origin},
             indent=2))
 
-    strategy = distribution_strategy()
-    replicas = strategy.num_replicas_in_sync
-    keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = build_model(config.model, **config.model_config)
-        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
     print(f"{config.model} {json.dumps(config.model_config)}: {count_parameters(model)['total']:,} parameters, "
           f"{count_flops(model) / 1e6:.1f} MFLOPs per face")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)

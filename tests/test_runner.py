@@ -115,10 +115,27 @@ def test_failing_notebook_marks_the_run_failed(tmp_path, good_csv):
     folder.mkdir()
     make_notebook(folder / "01_data.ipynb", "seed: int = 0", "raise RuntimeError('boom')")
     p = runner.plan_run("smoke", good_csv[0], tmp_path / "run", [], notebooks_dir=folder)
-    with pytest.raises(Exception, match="boom"):
+    with pytest.raises(runner.NotebookFailed, match=r"01_data failed: cell \d: RuntimeError: boom; see .*01_data.ipynb"):
         runner.execute(p)
     saved = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert saved["status"] == "failed" and saved["notebooks"][-1]["status"] == "failed"
+    assert saved["notebooks"][-1]["error"].endswith(": RuntimeError: boom")
+
+
+def test_invalid_data_leaves_no_run_directory_behind(notebooks, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("emotion,pixels,Usage\n9,1 2 3,Training\n")
+    p = runner.plan_run("smoke", bad, tmp_path / "run", [], notebooks_dir=notebooks)
+    with pytest.raises(ValueError, match="invalid record"):
+        runner.execute(p)
+    assert not (tmp_path / "run").exists()  # the corrected retry is not refused
+
+
+def test_tables_on_a_run_without_tables_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert lightfer(["tables", str(tmp_path / "run")]) == 2
+    assert "holds no tables/" in capsys.readouterr().err
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 def test_a_parameter_line_papermill_cannot_parse_is_an_error(tmp_path):

@@ -1,0 +1,64 @@
+"""The command's smaller refusals: one clear line, the right exit status, nothing left behind."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from lightfer_utils import __version__
+from lightfer_utils.cli import main
+
+from conftest import write_contest_csv, random_faces
+
+
+def error_lines(err: str) -> int:
+    """Lines the command wrote as messages (a progress bar may share stderr)."""
+    return sum(line.startswith("lightfer:") for line in err.splitlines()) + err.count("Traceback")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"lightfer {__version__}"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "pipeline", "--iterations", "-3", "--no-peer"], "--iterations must be at least 1, got -3"),
+    (["data", "timing", "--repeat", "0"], "--repeat must be at least 1, got 0"),
+])
+def test_impossible_counts_are_refused(args, message, capsys, good_csv):
+    if args[0] == "data":
+        args = [*args, str(good_csv[0])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and error_lines(err) == 1
+
+
+def test_a_corrupt_gzip_csv_names_the_file(tmp_path, capsys, good_csv):
+    target = tmp_path / "fer2013.csv.gz"
+    target.write_bytes(gzip.compress(good_csv[0].read_bytes())[:200])
+    assert main(["data", "check", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "fer2013.csv.gz: damaged or truncated file" in err and error_lines(err) == 1
+
+
+def test_a_latin_1_csv_names_the_file_and_the_fix(tmp_path, capsys):
+    target = tmp_path / "latin.csv"
+    write_contest_csv(target, random_faces(2), [0, 1], ["Training", "PublicTest"])
+    target.write_bytes(target.read_bytes().replace(b"Training", "Tr\u00e4ining".encode("latin-1")))
+    assert main(["data", "check", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "latin.csv: not UTF-8 text" in err and "save it as UTF-8" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
+    (["--model-config", '{"depth": 3}'], "takes no setting 'depth'"),
+    (["--teacher", "models/absent_teacher"], "teacher or init-from model not found: models/absent_teacher"),
+])
+def test_a_bad_training_request_leaves_no_config_behind(tmp_path, capsys, good_csv, args, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", str(good_csv[0]), "--epochs", "1", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "config.json").exists()
