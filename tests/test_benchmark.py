@@ -15,7 +15,7 @@ from lightfer_utils.train import load_trained
 # what 06_jetson_benchmark imports must run on JetPack 4.6's Python 3.6
 JETSON_MODULES = [Path(benchmark.__file__).with_name(name) for name in (
     "__init__.py", "anchor.py", "benchmark.py", "resources.py", "predictor.py", "provenance.py", "tensorrt_runtime.py",
-    "faces.py")]
+    "faces.py", "errors.py", "safe_keras.py", "predict.py")]
 
 
 def test_time_predictor_counts_calls_and_reports_percentiles():
