@@ -180,11 +180,12 @@ def discover_models(*folders: Path) -> Dict[str, Path]:
 FACE_SIZES = (60, 80, 100, 135, 160, 200, 260)  # pasted face sides (px) of the recall set
 
 
-def labelled_face_frames(faces: Sequence[np.ndarray], count: int = 24, size: Tuple[int, int] = (1280, 960), per_frame: int = 6,
-                         sizes: Sequence[int] = FACE_SIZES, seed: int = 0
-                         ) -> Tuple[List[np.ndarray], List[List[Tuple[int, int, int, int]]]]:
-    """Frames with real faces pasted at known sizes (cycling through `sizes`) and places, on a
-    smooth random background; returns the frames and each frame's true boxes (left, top, right, bottom)."""
+def labelled_face_frames(faces: Sequence[Tuple[np.ndarray, float]], count: int = 24, size: Tuple[int, int] = (1280, 960),
+                         per_frame: int = 6, sizes: Sequence[int] = FACE_SIZES, seed: int = 0
+                         ) -> Tuple[List[np.ndarray], List[List[Tuple[Tuple[int, int, int, int], int]]]]:
+    """Frames with real faces pasted at known places, each scaled so that the detector's box of it
+    has a side from `sizes` (cycling): `faces` holds (face image, box side / image side as the
+    detector frames it). Returns the frames and each frame's (pasted box, face size) pairs."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -193,53 +194,54 @@ def labelled_face_frames(faces: Sequence[np.ndarray], count: int = 24, size: Tup
     for _ in range(count):
         noise = rng.integers(60, 200, (size[1] // 32, size[0] // 32)).astype(np.uint8)
         frame = cv2.resize(noise, size, interpolation=cv2.INTER_CUBIC)
-        boxes = []  # type: List[Tuple[int, int, int, int]]
+        placed = []  # type: List[Tuple[Tuple[int, int, int, int], int]]
         for _ in range(per_frame):
-            side = int(next(sides))
-            for _attempt in range(50):  # a free place, one face side away from the others
+            face_size = int(next(sides))
+            image, ratio = faces[int(rng.integers(len(faces)))]
+            side = int(round(face_size / ratio))
+            for _attempt in range(50):  # a free place, one face away from the others
                 left, top = int(rng.integers(0, size[0] - side)), int(rng.integers(0, size[1] - side))
                 box = (left, top, left + side, top + side)
                 if all(box[2] + side <= b[0] or b[2] + side <= box[0] or box[3] + side <= b[1] or b[3] + side <= box[1]
-                       for b in boxes):
+                       for b, _ in placed):
                     break
             else:
                 continue
-            face = faces[int(rng.integers(len(faces)))]
-            frame[top:top + side, left:left + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
-            boxes.append(box)
+            frame[top:top + side, left:left + side] = cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
+            placed.append((box, face_size))
         frames.append(frame)
-        truths.append(boxes)
+        truths.append(placed)
     return frames, truths
 
 
 def matches(found: Sequence[Tuple[int, int, int, int]], truth: Tuple[int, int, int, int]) -> bool:
-    """A detection whose centre lies in the true box and whose side is within 0.5-2x of it."""
+    """A detection whose centre lies in the pasted box and whose side is within 0.3-1.5x of it."""
     side = truth[2] - truth[0]
     for left, top, right, bottom in found:
         cx, cy = (left + right) / 2, (top + bottom) / 2
-        if truth[0] <= cx <= truth[2] and truth[1] <= cy <= truth[3] and 0.5 * side <= right - left <= 2 * side:
+        if truth[0] <= cx <= truth[2] and truth[1] <= cy <= truth[3] and 0.3 * side <= right - left <= 1.5 * side:
             return True
     return False
 
 
 def face_recall(stage_for: Callable[[int], object], min_faces: Sequence[int], frames: List[np.ndarray],
-                truths: List[List[Tuple[int, int, int, int]]]) -> List[Dict[str, object]]:
-    """Recall per pasted face size, false detections and ms per frame for each min-face setting."""
+                truths: List[List[Tuple[Tuple[int, int, int, int], int]]]) -> List[Dict[str, object]]:
+    """Recall per face size, false detections and ms per frame for each min-face setting."""
     rows = []
+    sizes = sorted({face_size for placed in truths for _, face_size in placed})
     for min_face in min_faces:
         stage = stage_for(min_face)
-        found_per_size = {s: [0, 0] for s in sorted({b[2] - b[0] for boxes in truths for b in boxes})}  # type: Dict[int, List[int]]
+        found_per_size = {s: [0, 0] for s in sizes}  # type: Dict[int, List[int]]
         false, seconds = 0, 0.0
-        for frame, boxes in zip(frames, truths):
+        for frame, placed in zip(frames, truths):
             stage.reset()
             start = time.perf_counter()
             found = [f.box for f in stage(frame)]
             seconds += time.perf_counter() - start
-            for box in boxes:
-                counts = found_per_size[box[2] - box[0]]
-                counts[0] += matches(found, box)
-                counts[1] += 1
-            false += sum(not any(matches([f], b) for b in boxes) for f in found)
+            for box, face_size in placed:
+                found_per_size[face_size][0] += matches(found, box)
+                found_per_size[face_size][1] += 1
+            false += sum(not any(matches([f], box) for box, _ in placed) for f in found)
         row = {"min_face": min_face, "ms_per_frame": 1000 * seconds / len(frames), "false_detections": false}
         row.update({"recall_{}px".format(s): hit / max(total, 1) for s, (hit, total) in found_per_size.items()})
         rows.append(row)

@@ -293,12 +293,13 @@ def _cmd_bench_faces(args: argparse.Namespace) -> int:
     candidates.append(cv2.cvtColor(samples.astronaut(), cv2.COLOR_RGB2GRAY)[60:200, 150:290])
     probe = FaceStage(min_face=40)
     pool = []
-    for face in candidates:  # faces the detector finds at all: alone, at 200 px, searched from 40 px
+    for face in candidates:  # faces the detector finds at all (alone, at 200 px, searched from 40 px), and how it frames them
         canvas = np.full((600, 600), 128, np.uint8)
         canvas[200:400, 200:400] = cv2.resize(face, (200, 200), interpolation=cv2.INTER_CUBIC)
         probe.reset()
-        if probe(canvas):
-            pool.append(face)
+        found = probe(canvas)
+        if found:
+            pool.append((face, (found[0].box[2] - found[0].box[0]) / 200))
     frames, truths = labelled_face_frames(pool, count=args.frames)
     table = pd.DataFrame(face_recall(lambda m: FaceStage(min_face=m), min_faces, frames, truths)).set_index("min_face")
     photo, photo_truth = labelled_face_frames(pool, count=1, size=(4032, 3024), per_frame=9, sizes=(135,), seed=1)
@@ -306,8 +307,9 @@ def _cmd_bench_faces(args: argparse.Namespace) -> int:
     table["ms_per_12mp_photo"] = twelve["ms_per_frame"]
     table["recall_12mp_135px"] = twelve["recall_135px"]
     print(f"{len(pool)} real faces (FER2013 PublicTest, scaled up, and scikit-image's astronaut) that dlib finds "
-          f"alone at 200 px; {len(frames)} frames of 1280x960 with {sum(map(len, truths))} of them pasted at known "
-          f"sizes, and one 4032x3024 photo with 9 faces of 135 px; this machine: {_cpu_name()}")
+          f"alone; {len(frames)} frames of 1280x960 with {sum(map(len, truths))} of them pasted at known places, "
+          f"scaled so that dlib's box of each is the size named (recall_SIZEpx), and one 4032x3024 photo with 9 faces "
+          f"of 135 px; this machine: {_cpu_name()}")
     print(table.round(3).to_string())
     if args.csv:
         table.to_csv(args.csv)

