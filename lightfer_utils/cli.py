@@ -239,7 +239,6 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from lightfer_utils.benchmark import compare_pipelines, pipeline_benchmark
     from lightfer_utils.faces import FaceStage, classify_faces
     from lightfer_utils.predict import benchmark_frames, moving_face_frames
-    from lightfer_utils.predictor import load_predictor
 
     if args.iterations < 1 or args.workers < 1:
         raise ValueError(f"--iterations and --workers must be at least 1, got {args.iterations} and {args.workers}")
@@ -253,20 +252,19 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
         print(json.dumps({k: v if v is None else round(v, 3) for k, v in result.items()}, indent=2))
         return 0
     frames = benchmark_frames()
-    model_path = predictor.path
-    factories = {}
-    for min_face in min_faces:
-        def ours(min_face=min_face):
-            stage, own = FaceStage(min_face=min_face), load_predictor(model_path)
-            return lambda frame: classify_faces(stage, own, frame)
-        factories[f"lightfer --min-face {min_face}"] = ours
-    peer = "fer 25.10.3 (its defaults)"
-    files = _fer_peer_files(args.no_peer)
-    if files is not None:
-        factories[peer] = lambda: anchor.FerPipeline(files)
     print(f"640x480 frames with one ~175 px face; {predictor.runtime} ({predictor.path.name}); median of 5 interleaved "
           f"rounds of {max(1, args.iterations // 5)} frames; this machine: {_cpu_name()}")
+    peer = "fer 25.10.3 (its defaults)"
+    files = _fer_peer_files(args.no_peer)
     for workers in sorted({1, args.workers}):
+        factories = {}
+        for min_face in min_faces:
+            def ours(min_face=min_face, workers=workers):
+                stage, own = FaceStage(min_face=min_face), predictor.for_worker(workers)
+                return lambda frame: classify_faces(stage, own, frame)
+            factories[f"lightfer --min-face {min_face}"] = ours
+        if files is not None:
+            factories[peer] = lambda: anchor.FerPipeline(files)
         results = compare_pipelines(factories, frames, args.iterations, workers=workers)
         print(f"{workers} frame{'s' if workers > 1 else ''} at a time:")
         for name, row in results.items():

@@ -306,8 +306,8 @@ def _results(todo: List[InputFile], predictor: Predictor, stage: FaceStage, ever
              crops: bool, max_pixels: int, progress: bool, workers: int
              ) -> Iterator[Tuple[InputFile, Optional[List[dict]], Optional[BaseException]]]:
     """(input, rows, error) in input order; with workers > 1, that many inputs are in flight at
-    once (dlib, OpenCV and ONNX Runtime release the GIL), each worker with its own face stage and,
-    for runtimes that are not thread-safe (TFLite), its own predictor."""
+    once (dlib, OpenCV and ONNX Runtime release the GIL), each worker with its own face stage and
+    predictor (Predictor.for_worker)."""
     def one(item: InputFile, own_predictor: Predictor, own_stage: FaceStage):
         try:
             return item, _predict_input(item, own_predictor, own_stage, every, annotate_dir, crops, max_pixels, progress), None
@@ -328,7 +328,7 @@ def _results(todo: List[InputFile], predictor: Predictor, stage: FaceStage, ever
     def in_worker(item: InputFile):
         if not hasattr(local, "stage"):
             local.stage = stage.copy()
-            local.predictor = predictor if predictor.runtime in ("onnxruntime", "keras") else type(predictor)(predictor.path)
+            local.predictor = predictor.for_worker(workers)
         return one(item, local.predictor, local.stage)
 
     items = iter(todo)

@@ -192,12 +192,12 @@ def test_min_face_finds_small_faces_only_when_asked(tmp_path, onnx_model, capsys
     import cv2
 
     gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(gray, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)  # a ~52 px face
+    small = cv2.resize(gray, None, fx=0.45, fy=0.45, interpolation=cv2.INTER_AREA)  # a ~40 px face
     frame = np.full((600, 800), 128, np.uint8)
     frame[100:100 + small.shape[0], 200:200 + small.shape[1]] = small
     Image.fromarray(frame).save(tmp_path / "small_face.png")
     _, out_default, _ = run(capsys, tmp_path / "small_face.png", "--model", onnx_model)
-    _, out_small, _ = run(capsys, tmp_path / "small_face.png", "--model", onnx_model, "--min-face", "40")
+    _, out_small, _ = run(capsys, tmp_path / "small_face.png", "--model", onnx_model, "--min-face", "35")
     assert "no faces found" in out_default and "small_face.png" in out_small
 
 
