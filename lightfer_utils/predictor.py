@@ -4,7 +4,9 @@ Faces are raw 48x48 gray crops, [N, 48, 48, 1] (or [N, 48, 48]), pixel values 0.
 shipped model normalises inside its graph and returns the 7 FER2013 class probabilities.
 ONNX Runtime and TFLite predictors never import TensorFlow, so an edge install needs only numpy
 and onnxruntime or ai-edge-litert. Models are loaded without executing code (no pickles; Keras
-files only through safe_keras, which checks the architecture before deserialising it). No syntax newer than Python 3.6: the Jetson benchmark imports this module.
+files only through safe_keras, which checks the architecture before deserialising it). Every
+model's input and output are checked against the contract at load. No syntax newer than
+Python 3.6: the Jetson benchmark imports this module.
 """
 
 import os
@@ -14,7 +16,6 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from lightfer_utils import CLASS_NAMES
-
 from lightfer_utils.errors import ModelLoadError
 from lightfer_utils.safe_keras import check_onnx_external_data, load_keras_model
 
@@ -46,11 +47,15 @@ class Predictor:
         raise NotImplementedError
 
     def for_worker(self, workers: int) -> "Predictor":
-        """A predictor for one of `workers` threads running at once: its own session with its share
-        of the cores (ONNX Runtime's and TFLite's thread pools would otherwise each take every
-        core, and ONNX Runtime's spin, starving the other workers: 48 vs 71 FPS measured with 2)."""
-        share = max(1, (os.cpu_count() or 1) // max(1, workers))
-        copy = type(self)(self.path, threads=share) if isinstance(self, (OnnxPredictor, TFLitePredictor)) else self
+        """A predictor for one of `workers` threads running at once (this one, where the runtime
+        manages its own threads and is thread-safe)."""
+        return self
+
+    def _own_session(self, workers: int) -> "Predictor":
+        """A new session with this model's share of the cores: ONNX Runtime's and TFLite's thread
+        pools would otherwise each take every core, and ONNX Runtime's spin, starving the other
+        workers (48 vs 71 FPS measured with two on two cores)."""
+        copy = type(self)(self.path, threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
         copy.max_batch = self.max_batch
         return copy
 
@@ -112,6 +117,9 @@ class OnnxPredictor(Predictor):
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: faces})[0].astype(np.float32)
 
+    def for_worker(self, workers: int) -> Predictor:
+        return self._own_session(workers)
+
 
 class TFLitePredictor(Predictor):
     runtime = "tflite"
@@ -134,6 +142,9 @@ class TFLitePredictor(Predictor):
                                  "integer-quantised faces")
         signature = lambda detail: [int(d) for d in detail.get("shape_signature", detail["shape"])]  # noqa: E731
         return signature(self.input), signature(self.output)
+
+    def for_worker(self, workers: int) -> Predictor:
+        return self._own_session(workers)  # an interpreter is not thread-safe
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) != self.batch:

@@ -90,3 +90,33 @@ def test_benchmark_rows_carry_table_4_columns_and_say_where_power_comes_from():
         assert row["power_source"]  # a source or the reason there is none
         if row["power_mw"] is None:
             assert row["power_source"].startswith("not available")
+
+
+def test_recall_set_places_faces_at_known_sizes_and_the_detector_finds_them():
+    import cv2
+    from skimage import data
+
+    from lightfer_utils.benchmark import face_recall, labelled_face_frames
+    from lightfer_utils.faces import FaceStage
+
+    head = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)[60:200, 150:290]
+    frames, truths = labelled_face_frames([(head, 0.62)], count=2, size=(1280, 960), per_frame=2, sizes=(100, 160))
+    assert [[size for _, size in placed] for placed in truths] == [[100, 160], [100, 160]]
+    (row,) = face_recall(lambda m: FaceStage(min_face=m), [80], frames, truths)
+    assert row["recall_100px"] == row["recall_160px"] == 1.0 and row["false_detections"] == 0
+    (coarse,) = face_recall(lambda m: FaceStage(min_face=m), [300], frames, truths)
+    assert coarse["recall_100px"] == 0.0  # faces smaller than min_face are not searched for
+
+
+def test_compare_pipelines_runs_every_pipeline_on_the_same_frames_with_workers():
+    from lightfer_utils.benchmark import compare_pipelines
+
+    seen = []
+    frames = np.zeros((3, 4, 4), np.uint8)
+    factories = {"one face": lambda: (lambda frame: seen.append(frame.shape) or [1]),
+                 "none": lambda: (lambda frame: [])}
+    result = compare_pipelines(factories, frames, iterations=10, rounds=2, workers=2, warmup=1)
+    assert result["one face"]["faces_per_frame"] == 1.0 and result["none"]["faces_per_frame"] == 0.0
+    assert result["one face"]["fps"] > 0 and set(seen) == {(4, 4)}
+    with pytest.raises(ValueError, match="at least 1"):
+        compare_pipelines(factories, frames, iterations=0)
