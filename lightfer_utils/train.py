@@ -225,7 +225,7 @@ def train(
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
     named = [t for t in config.teacher.split(",") if t] + ([config.init_from] if config.init_from else [])
     missing = [m for m in named if not project_path(m).exists()]
-    if missing:
+    if missing and not (run / "config.json").exists():  # a finished run needs its teacher no more
         raise FileNotFoundError(f"teacher or init-from model not found: {', '.join(missing)}")
     run.mkdir(parents=True, exist_ok=True)
     config_file = run / "config.json"

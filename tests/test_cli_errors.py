@@ -24,7 +24,7 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["bench", "pipeline", "--iterations", "-3", "--no-peer"], "--iterations must be at least 1, got -3"),
+    (["bench", "pipeline", "--iterations", "-3", "--no-peer"], "--iterations and --workers must be at least 1, got -3"),
     (["data", "timing", "--repeat", "0"], "--repeat must be at least 1, got 0"),
 ])
 def test_impossible_counts_are_refused(args, message, capsys, good_csv):
