@@ -13,14 +13,18 @@ setup:
 	$(BIN)/python -m pip install -e ".[test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name lightfer --display-name "Python (lightfer)"
 
+# Test files run in parallel, one file per worker (--dist loadfile keeps a file's module fixtures,
+# such as the smoke-run replay, in one process).
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile
+
 # The full suite, as CI runs it: unit, data, network and the smoke-run replay (needs FER2013:
 # LIGHTFER_DATA or DATA=...).
 test:
-	LIGHTFER_DATA=$(DATA) $(BIN)/python -m pytest tests
+	LIGHTFER_DATA=$(DATA) $(PYTEST) tests
 
 # Day-to-day: the unit tier only, no data and no network (under 2 minutes on 2 cores).
 test-fast:
-	LIGHTFER_DATA= LIGHTFER_OFFLINE=1 $(BIN)/python -m pytest tests -m unit
+	LIGHTFER_DATA= LIGHTFER_OFFLINE=1 $(PYTEST) tests -m unit
 
 # The main job: every notebook on the full data, on this machine (cpu profile).
 reproduce:
