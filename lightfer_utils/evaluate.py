@@ -30,20 +30,6 @@ class Evaluation:
                 **{f"recall_{k}": round(v, 4) for k, v in self.per_class_recall.items()}}
 
 
-def keras_predictor(model, batch_size: int = 256) -> Predictor:
-    """Batched direct calls of a Keras model (``model.predict`` has a large per-call overhead)."""
-    import tensorflow as tf
-
-    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def predict(faces: np.ndarray) -> np.ndarray:
-        faces = np.asarray(faces, dtype=np.float32).reshape(-1, 48, 48, 1)
-        parts = [call(tf.constant(faces[i:i + batch_size])).numpy() for i in range(0, len(faces), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES), np.float32)
-
-    return predict
-
-
 def flip_tta(predict: Predictor) -> Predictor:
     """Average of the predictions for each face and its mirror image."""
     def predict_tta(faces: np.ndarray) -> np.ndarray:

@@ -20,28 +20,17 @@ import pandas as pd
 import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from lightfer_utils import CLASS_NAMES
 from lightfer_utils.data import FerData
-from lightfer_utils.evaluate import count_flops, count_parameters, evaluate, flip_tta, keras_predictor
-from lightfer_utils.predictor import load_predictor
+from lightfer_utils.evaluate import count_flops, count_parameters, evaluate, flip_tta
+from lightfer_utils.predictor import keras_predictor, load_predictor
+from lightfer_utils.quantize import FORMAT_FILES, ONNX_OPSET, export_onnx, precision_of
 from lightfer_utils.provenance import git_revision, host_info, now_iso, package_versions
 
-ONNX_OPSET = 17
 INPUT_CONTRACT = "float32 [N, 48, 48, 1]: raw gray face crops, pixel values 0..255 (normalised inside the model)"
 OUTPUT_CONTRACT = "float32 [N, 7]: class probabilities in FER2013 order " + ", ".join(CLASS_NAMES)
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def export_onnx(model, path: str | os.PathLike[str], opset: int = ONNX_OPSET) -> Path:
-    """Keras -> ONNX with tf2onnx; the input is named 'face' with a dynamic batch dimension."""
-    import tensorflow as tf
-    import tf2onnx
-
-    target = Path(path)
-    signature = [tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")]
-    tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(target))
-    return target
 
 
 def _card_header(name: str) -> dict[str, Any]:
@@ -175,14 +164,6 @@ def render_card(card: dict[str, Any]) -> str:
 PARITY_THRESHOLDS = {"fp32": 0.999, "fp16": 0.995, "int8": 0.98, "dynamic": 0.98}
 
 
-def precision_of(format_name: str) -> str:
-    """'tflite_fp16' -> 'fp16'; formats named without a precision are FP32."""
-    for precision in ("fp16", "int8", "dynamic"):
-        if precision in format_name:
-            return precision
-    return "fp32"
-
-
 def check_parity(table, reference: str, thresholds: dict[str, float] = PARITY_THRESHOLDS):
     """Adds each format's required argmax agreement and raises naming every format below it."""
     agreement = table[f"argmax_agreement_vs_{reference}"]
@@ -239,10 +220,10 @@ def ship_edge_model(
     on PublicTest and PrivateTest, with latency on this machine. The edge format is chosen on
     PublicTest only: the fastest INT8 format within 1 point of the pruned FP32 model."""
     from lightfer_utils.evaluate import compare_formats, parity_table
-    from lightfer_utils.prune import CHOICE_FILE
-    from lightfer_utils.quantize import FORMAT_FILES
 
     run = Path(run_dir)
+    from lightfer_utils.prune import CHOICE_FILE  # prune brings TensorFlow: only when shipping an edge model
+
     choice_file, formats_dir = run / "pruned" / CHOICE_FILE, run / "quantized_structured"
     if not choice_file.is_file():
         raise FileNotFoundError(f"{choice_file} is missing: 03 chose no structured variant in {run}, or did not run")

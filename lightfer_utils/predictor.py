@@ -167,13 +167,25 @@ class TFLitePredictor(Predictor):
         return out.astype(np.float32)
 
 
+def keras_predictor(model, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """Batched direct calls of a Keras model (``model.predict`` has a large per-call overhead)."""
+    import tensorflow as tf
+
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(faces: np.ndarray) -> np.ndarray:
+        faces = np.asarray(faces, dtype=np.float32).reshape(-1, 48, 48, 1)
+        parts = [call(tf.constant(faces[i:i + batch_size])).numpy() for i in range(0, len(faces), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(CLASS_NAMES)), np.float32)
+
+    return predict
+
+
 class KerasPredictor(Predictor):
     runtime = "keras"
 
     def __init__(self, path: Path, batch_size: int = 256):
         super().__init__(path)
-        from lightfer_utils.evaluate import keras_predictor
-
         self.model = load_keras_model(path)
         self._call = keras_predictor(self.model, batch_size)
 

@@ -322,7 +322,7 @@ def onnx_latencies(
     """Batch-1 p50 latency (ms) of each saved Keras model exported to ONNX and run by ONNX
     Runtime's CPU provider, all measured together (`benchmark.interleaved_timings`)."""
     from lightfer_utils.benchmark import interleaved_timings
-    from lightfer_utils.export import export_onnx
+    from lightfer_utils.quantize import export_onnx
     from lightfer_utils.predictor import OnnxPredictor
     from lightfer_utils.safe_keras import load_keras_model
 
@@ -345,7 +345,8 @@ def variant_row(
     """One line of the pruning table (latency apart: `onnx_latencies` times every variant at the
     end): size (plain and gzipped), non-zero kernel weights, R of Eq. 1 against the `original`
     (dense) model's sparsity table, FLOPs, PublicTest and PrivateTest accuracy."""
-    from lightfer_utils.evaluate import count_flops, evaluate, keras_predictor
+    from lightfer_utils.evaluate import count_flops, evaluate
+    from lightfer_utils.predictor import keras_predictor
 
     weights_only = keras.models.clone_model(model)  # uncompiled: the file holds no optimizer state
     weights_only.set_weights(model.get_weights())

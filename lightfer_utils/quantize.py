@@ -40,6 +40,28 @@ class QuantizedTensor:
         return 1.0 / self.scale
 
 
+ONNX_OPSET = 17
+
+
+def export_onnx(model, path: str | os.PathLike[str], opset: int = ONNX_OPSET) -> Path:
+    """Keras -> ONNX with tf2onnx; the input is named 'face' with a dynamic batch dimension."""
+    import tensorflow as tf
+    import tf2onnx
+
+    target = Path(path)
+    signature = [tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")]
+    tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(target))
+    return target
+
+
+def precision_of(format_name: str) -> str:
+    """'tflite_fp16' -> 'fp16'; formats named without a precision are FP32."""
+    for precision in ("fp16", "int8", "dynamic"):
+        if precision in format_name:
+            return precision
+    return "fp32"
+
+
 def symmetric_quantize(weights: np.ndarray, bits: int, axis: int | None = None) -> QuantizedTensor:
     """Eq. 2-4, per tensor (axis=None) or per channel (one M_w for each index along `axis`)."""
     if not 2 <= bits <= 32:
@@ -206,7 +228,6 @@ def export_formats(model, out_dir: str | os.PathLike[str], calibration_faces: np
 
     Refuses to replace files from an earlier run in `out_dir`.
     """
-    from lightfer_utils.export import export_onnx
 
     target = Path(out_dir)
     target.mkdir(parents=True, exist_ok=True)
@@ -229,7 +250,6 @@ ALLOWED_POINTS_LOST = {"fp16": 0.3, "int8": 1.0, "dynamic": 1.0}  # issue target
 def targets_table(formats: "pd.DataFrame", reference: str = "keras_fp32") -> "pd.DataFrame":
     """Accuracy points each format loses against `reference`, the loss allowed for its precision
     and whether it stays within it."""
-    from lightfer_utils.export import precision_of
 
     lost = ((formats.loc[reference, "accuracy"] - formats["accuracy"]) * 100).round(2)
     allowed = [ALLOWED_POINTS_LOST.get(precision_of(name), 0.0) for name in formats.index]

@@ -10,7 +10,8 @@ import pandas as pd
 
 import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from lightfer_utils.data import FerData
-from lightfer_utils.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta, keras_predictor
+from lightfer_utils.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta
+from lightfer_utils.predictor import keras_predictor
 from lightfer_utils.models import build_model
 from lightfer_utils.pipeline import Augmentation
 from lightfer_utils.train import TrainConfig, load_best, load_config, train

@@ -21,7 +21,7 @@ from lightfer_utils.predictor import load_predictor
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory) -> Path:
-    from lightfer_utils.export import export_onnx
+    from lightfer_utils.quantize import export_onnx
     from lightfer_utils.models import build_model
 
     path = tmp_path_factory.mktemp("model") / "m.onnx"

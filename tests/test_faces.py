@@ -36,7 +36,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """One small randomly initialised network in all three formats."""
     import tf_keras as keras
 
-    from lightfer_utils.export import export_onnx
+    from lightfer_utils.quantize import export_onnx
     from lightfer_utils.models import build_model
     from lightfer_utils.quantize import convert_tflite
 

@@ -11,7 +11,7 @@ import tf_keras as keras
 
 from conftest import random_faces
 from lightfer_utils.evaluate import compare_formats
-from lightfer_utils.export import export_onnx
+from lightfer_utils.quantize import export_onnx
 from lightfer_utils.predictor import load_predictor
 from lightfer_utils.quantize import (calibration_faces, compare_with_tflite, convert_tflite, onnx_fp16, onnx_int8, symmetric_quantize,
                                      tflite_int8_weights)
