@@ -102,8 +102,9 @@ class OnnxPredictor(Predictor):
             self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types for bad files
             raise ModelLoadError(f"cannot load ONNX model {path}: {err}") from None
-        if len(self.session.get_inputs()) != 1:
-            raise ModelLoadError(f"{path}: has {len(self.session.get_inputs())} inputs; lightfer models take one")
+        inputs, outputs = len(self.session.get_inputs()), len(self.session.get_outputs())
+        if inputs != 1 or outputs != 1:
+            raise ModelLoadError(f"{path}: has {inputs} inputs and {outputs} outputs; lightfer models have one of each")
         self.input_name = self.session.get_inputs()[0].name
         self.providers = self.session.get_providers()
 
@@ -132,6 +133,9 @@ class TFLitePredictor(Predictor):
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except Exception as err:
             raise ModelLoadError(f"cannot load TFLite model {path}: {err}") from None
+        inputs, outputs = len(self.interpreter.get_input_details()), len(self.interpreter.get_output_details())
+        if inputs != 1 or outputs != 1:
+            raise ModelLoadError(f"{path}: has {inputs} inputs and {outputs} outputs; lightfer models have one of each")
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = 0

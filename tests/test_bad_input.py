@@ -226,6 +226,18 @@ def test_a_model_with_another_input_size_or_class_count_is_refused(tmp_path):
         load_predictor(onnx_with(tmp_path / "three.onnx", [None, 48, 48, 1], classes=3))
 
 
+def test_a_model_with_three_output_tensors_is_refused(tmp_path):
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(onnx_with(tmp_path / "one.onnx", [None, 48, 48, 1])))
+    for name in ("logits", "flat"):  # expose two intermediate tensors as outputs too
+        model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    onnx.save(model, str(tmp_path / "three.onnx"))
+    with pytest.raises(ModelLoadError, match="has 1 inputs and 3 outputs; lightfer models have one of each"):
+        load_predictor(tmp_path / "three.onnx")
+
+
 def test_a_batch_of_one_model_is_run_face_by_face(tmp_path):
     predictor = load_predictor(onnx_with(tmp_path / "one.onnx", [1, 48, 48, 1]))
     assert predictor.max_batch == 1 and predictor(np.zeros((5, 48, 48, 1), np.float32)).shape == (5, 7)
