@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= $(LIGHTFER_DATA)
 DATA_ARG := $(if $(DATA),--data $(DATA),)
 
-.PHONY: setup test test-fast reproduce smoke-run lab
+.PHONY: setup test test-fast reproduce train-from-scratch smoke-run lab
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,15 @@ test:
 test-fast:
 	LIGHTFER_DATA= LIGHTFER_OFFLINE=1 $(PYTEST) tests -m unit
 
-# The main job: every notebook on the full data, on this machine (cpu profile).
+# The main job: the paper's Tables 1-4, figures and REPRODUCTION.md from the shipped models (only the
+# compression steps fine-tune; ~40 minutes on 2 cores), published into figures/.
+REPRODUCE_RUN := papermill_runs/reproduce-$(shell date +%Y%m%d-%H%M%S)
 reproduce:
+	$(BIN)/lightfer run --profile reproduce $(DATA_ARG) --out $(REPRODUCE_RUN)
+	$(BIN)/lightfer publish $(REPRODUCE_RUN) --force
+
+# Every model of the cpu profile trained from scratch on the full data (about 6 hours on 2 cores).
+train-from-scratch:
 	$(BIN)/lightfer run --profile cpu $(DATA_ARG)
 
 # Regenerate the committed smoke run that nbval checks (after changing a notebook).

@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the numbered notebooks with papermill")
-    run.add_argument("--profile", choices=("smoke", "cpu", "paper"), required=True)
+    run.add_argument("--profile", choices=("smoke", "reproduce", "cpu", "paper"), required=True)
     run.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
     run.add_argument("--out", help="run directory (default: papermill_runs/<profile>-<time>); must not exist")
     run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
