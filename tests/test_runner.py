@@ -103,11 +103,23 @@ def test_execute_writes_notebooks_and_manifest(notebooks, good_csv, tmp_path):
     assert saved == json.loads(json.dumps(manifest, default=str))
     assert saved["status"] == "completed" and saved["profile"] == "smoke"
     assert saved["data"]["records"] == 21 and len(saved["data"]["sha256"]) == 64
+    assert not Path(saved["data"]["path"]).is_absolute()  # provenance holds no host paths
+    assert (runner.PROJECT_ROOT / saved["data"]["path"]).resolve() == good_csv[0].resolve()
     assert saved["parameters"]["seed"] == 5 and saved["overrides"] == {"seed": 5}
     assert {"commit", "dirty"} <= set(saved["git"]) and saved["packages"]["papermill"]
     assert saved["host"]["logical_cores"] >= 1 and saved["started"] and saved["finished"]
     statuses = {n["name"]: n["status"] for n in saved["notebooks"]}
     assert statuses["01_data"] == "completed" and statuses["07_tables"].startswith("skipped")
+
+
+def test_the_reproduce_profile_starts_from_the_shipped_models(good_csv, tmp_path):
+    p = runner.plan_run("reproduce", good_csv[0], tmp_path / "run")
+    sources = [Path(s) for s in p.parameters["resume_from"].split(",")]
+    assert sources == [runner.PROJECT_ROOT / "models" / "light_fer_net_deep" / "training",
+                       runner.PROJECT_ROOT / "models" / "mini_xception" / "training"]
+    assert all((s / "best_weights.h5").is_file() for s in sources)
+    assert runner._portable(p.parameters)["resume_from"] == (
+        "models/light_fer_net_deep/training,models/mini_xception/training")
 
 
 def test_failing_notebook_marks_the_run_failed(tmp_path, good_csv):
