@@ -27,7 +27,8 @@ test-fast:
 	LIGHTFER_DATA= LIGHTFER_OFFLINE=1 $(PYTEST) tests -m unit
 
 # The main job: the paper's Tables 1-4, figures and REPRODUCTION.md from the shipped models (only the
-# compression steps fine-tune; ~40 minutes on 2 cores), published into figures/.
+# compression steps fine-tune; the same steps took 36 minutes on 2 cores on 2026-11-23), published
+# into figures/.
 REPRODUCE_RUN := papermill_runs/reproduce-$(shell date +%Y%m%d-%H%M%S)
 reproduce:
 	$(BIN)/lightfer run --profile reproduce $(DATA_ARG) --out $(REPRODUCE_RUN)
