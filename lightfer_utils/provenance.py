@@ -76,6 +76,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The widest x86 vector extension this CPU has (AVX-512 or AVX2): oneDNN, ONNX Runtime and
+    XNNPACK choose kernels by it, so timings and low-order digits depend on it."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return "unknown"
+    words = set(flags.split())
+    return "AVX-512" if "avx512f" in words else "AVX2" if "avx2" in words else "no AVX2"
+
+
 def gpu_info() -> Dict[str, Any]:
     """NVIDIA GPUs via nvidia-smi; on a Jetson the L4T release and nvpmodel mode."""
     info = {"gpus": [], "driver": None}  # type: Dict[str, Any]
@@ -103,6 +114,7 @@ def host_info() -> Dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "cpu": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),

@@ -294,6 +294,26 @@ def train(
     return load_best(run)
 
 
+def seconds_per_step(config: TrainConfig, train_data: FerData, steps: int = 5, warmup: int = 2) -> float:
+    """Measured wall time of one training step of the model `config` builds (its batch size and
+    augmentation, Adam, no teacher), after `warmup` steps: what training costs on this machine,
+    for models whose full training does not fit on it."""
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.model, **config.model_config)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing))
+    augmentation = Augmentation(**config.augmentation) if config.augmentation else None
+    batches = iter(training_dataset(train_data.images, train_data.labels, config.batch_size, config.seed, 0, augmentation))
+    for _ in range(warmup):
+        model.train_on_batch(*next(batches))
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(*next(batches))
+    return (time.perf_counter() - started) / steps
+
+
 def project_path(model: str) -> Path:
     """A trained model named in a config (teacher, init_from): relative paths are relative to the
     project root, because notebooks run in their run directory."""

@@ -13,8 +13,10 @@ from lightfer_utils.data import FerData
 from lightfer_utils.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta
 from lightfer_utils.predictor import keras_predictor
 from lightfer_utils.models import build_model
-from lightfer_utils.pipeline import Augmentation
-from lightfer_utils.train import TrainConfig, load_best, load_config, train
+from lightfer_utils.pipeline import Augmentation, steps_per_epoch
+from lightfer_utils.train import TrainConfig, load_best, load_config, seconds_per_step, train
+
+TRAINING_FACES = 28_709  # FER2013's Training split: what one full epoch covers
 
 
 def parse_models(models: str) -> list[str]:
@@ -60,6 +62,36 @@ def run_configs(
     }
 
 
+def trained_names(resume_from: str) -> dict[str, str]:
+    """What each model resumed from a shipped model's directory is called: models/NAME/training
+    trains NAME (e.g. light_fer_net_deep, a light_fer_net); models trained by the run keep the
+    builder's name."""
+    names = {}
+    for source in (Path(s.strip()) for s in resume_from.split(",") if s.strip()):
+        names[load_config(source).model] = source.parent.name if source.name == "training" else source.name
+    return names
+
+
+def training_cost_table(
+    models: str, data: FerData, xception_input_size: int, steps: int, **recipe: Any
+) -> pd.DataFrame:
+    """For models whose training does not fit on this machine (comma-separated builder names;
+    empty: none): parameters, FLOPs and the measured time of a training step, scaled to one
+    epoch of the full Training split (all 28,709 faces, whatever subset this run uses)."""
+    rows = []
+    for name in parse_models(models) if models.strip() else []:
+        config = TrainConfig(model=name, model_config=model_config_for(name, xception_input_size), **recipe)
+        model = build_model(config.model, **config.model_config)
+        seconds = seconds_per_step(config, data.split("Training"), steps=steps)
+        rows.append({"model": name, "parameters": count_parameters(model)["total"],
+                     "MFLOPs_per_face": round(count_flops(model) / 1e6, 1), "batch_size": config.batch_size,
+                     "steps_timed": steps, "seconds_per_step": round(seconds, 3),
+                     "minutes_per_epoch": round(seconds * steps_per_epoch(TRAINING_FACES, config.batch_size) / 60, 1)})
+    columns = ["model", "parameters", "MFLOPs_per_face", "batch_size", "steps_timed", "seconds_per_step",
+               "minutes_per_epoch"]
+    return pd.DataFrame(rows, columns=columns).set_index("model")
+
+
 def model_config_for(name: str, xception_input_size: int) -> dict[str, Any]:
     return {"input_size": xception_input_size} if name == "xception" else {}
 
@@ -92,9 +124,13 @@ def train_and_evaluate(
     return results
 
 
-def results_row(name: str, results: dict[str, Any], state: dict[str, Any], zoo: pd.DataFrame) -> dict[str, Any]:
+def results_row(name: str, results: dict[str, Any], state: dict[str, Any], zoo: pd.DataFrame,
+                label: str = "") -> dict[str, Any]:
+    """One row of model_results: `label` is what the model is called (a shipped model's name,
+    see trained_names), `name` its builder."""
     return {
         "model": name,
+        "name": label or name,
         "parameters": int(zoo.loc[name, "parameters"]),
         "MFLOPs_per_face": float(zoo.loc[name, "MFLOPs_per_face"]),
         "epochs": state["epochs_done"],

@@ -93,3 +93,27 @@ def test_publish_copies_a_finished_runs_tables_and_figures_with_provenance(tmp_p
     with pytest.raises(FileExistsError):  # never replaced silently
         report.publish(run, target)
     report.publish(run, target, force=True)
+
+
+def test_readable_tables_give_each_kind_of_number_its_precision():
+    table = pd.DataFrame({"fps": [1413.26, np.nan], "test_percent": [71.3333, 61.35], "cpu_gb": [0.31416, 1.0],
+                          "parameters": [958023.0, 58423.0], "fps_vs_keras_fp32": [12.345, 1.0], "ece": [0.0701, 0.2],
+                          "status": ["measured", np.nan]}, index=["a", "b"])
+    text = report.readable(table)
+    assert text.loc["a"].tolist() == ["1,413", "71.33", "0.31", "958,023", "12.35", "0.0701", "measured"]
+    assert text.loc["b", "fps"] == "" and text.loc["b", "status"] == ""
+    assert "e+" not in report.readable(pd.DataFrame({"fps": [14100.0]})).to_markdown(disable_numparse=True)
+
+
+def test_table_2_names_our_rows_after_the_models_and_states_the_cost_of_those_not_trained(run_dir):
+    results = smoke_table("model_results.csv")
+    results["name"] = results["model"].replace({"light_fer_net": "light_fer_net_deep"})
+    results.to_csv(run_dir / "tables" / "model_results.csv", index=False)
+    pd.DataFrame({"model": ["big_net"], "parameters": [23_600_903], "MFLOPs_per_face": [1200.0], "batch_size": [64],
+                  "steps_timed": [5], "seconds_per_step": [1.1], "minutes_per_epoch": [8.2]}).to_csv(
+        run_dir / "tables" / "training_cost.csv", index=False)
+    t2 = report.table_2(run_dir)
+    assert "light_fer_net_deep" in t2.index and "light_fer_net" not in t2.index
+    assert t2.loc["big_net", "minutes_per_epoch"] == 8.2 and np.isnan(t2.loc["big_net", "test_percent"])
+    assert "not trained on this CPU" in t2.loc["big_net", "source"]
+    assert report.main_model_name(run_dir) == "light_fer_net_deep"

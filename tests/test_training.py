@@ -234,3 +234,25 @@ def test_training_batches_are_always_full():
     assert sizes == [8] * 7
     with pytest.raises(ValueError, match="fewer than one batch"):
         steps_per_epoch(5, 8)
+
+
+def test_02_names_a_resumed_shipped_model_by_its_folder(tmp_path):
+    from lightfer_utils.zoo import trained_names
+
+    earlier, _ = earlier_training_directory(tmp_path)  # tmp_path/shipped/training trains mini_xception
+    assert trained_names(str(earlier)) == {"mini_xception": "shipped"}
+    assert trained_names("") == {}
+
+
+def test_training_cost_is_measured_for_each_named_model_and_scaled_to_a_full_epoch():
+    from lightfer_utils.zoo import TRAINING_FACES, training_cost_table
+
+    data = tiny_split(40, 3, 0)
+    cost = training_cost_table("mini_xception", data, 71, steps=1, batch_size=16)
+    row = cost.loc["mini_xception"]
+    assert (row["parameters"], row["batch_size"], row["steps_timed"]) == (58_423, 16, 1)
+    assert row["seconds_per_step"] > 0
+    assert row["minutes_per_epoch"] == pytest.approx(row["seconds_per_step"] * (TRAINING_FACES // 16) / 60, abs=0.06)
+    assert training_cost_table("", data, 71, steps=1).empty
+    with pytest.raises(ValueError, match="unknown"):
+        training_cost_table("nosuchnet", data, 71, steps=1)
