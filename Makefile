@@ -10,7 +10,7 @@ DATA_ARG := $(if $(DATA),--data $(DATA),)
 setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -e ".[all]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name lightfer --display-name "Python (lightfer)"
 
 # Test files run in parallel, one file per worker (--dist loadfile keeps a file's module fixtures,

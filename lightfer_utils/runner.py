@@ -21,7 +21,8 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from lightfer_utils.data import load_fer2013, resolve_data_path
-from lightfer_utils.provenance import PROJECT_ROOT, git_revision, host_info, now_iso, package_versions
+from lightfer_utils.runtime.rundir import RunDir
+from lightfer_utils.runtime.provenance import PROJECT_ROOT, git_revision, host_info, now_iso, package_versions
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "papermill_runs"
@@ -198,7 +199,7 @@ def plan_run(
 
 
 def _write_manifest(plan: RunPlan, manifest: dict[str, Any]) -> None:
-    path = plan.run_dir / "manifest.json"
+    path = RunDir(plan.run_dir).manifest
     partial = path.with_suffix(".tmp")
     partial.write_text(json.dumps(manifest, indent=2, default=str))
     partial.replace(path)
@@ -270,14 +271,14 @@ def _execute_notebooks(plan: RunPlan, manifest: dict[str, Any], kernel_name: str
         began = time.time()
         try:
             papermill.execute_notebook(
-                str(notebook), str(plan.run_dir / notebook.name), parameters=plan.parameters_for(notebook),
+                str(notebook), str(RunDir(plan.run_dir).notebook(notebook.stem)), parameters=plan.parameters_for(notebook),
                 cwd=str(plan.run_dir), kernel_name=kernel_name, progress_bar=True,
             )
         except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
             entry.update(status="failed", error=notebook_error(err), seconds=round(time.time() - began, 1))
             manifest.update(status="failed", finished=now_iso())
             _write_manifest(plan, manifest)
-            raise NotebookFailed(f"{notebook.stem} failed: {entry['error']}; see {plan.run_dir / notebook.name}") from None
+            raise NotebookFailed(f"{notebook.stem} failed: {entry['error']}; see {RunDir(plan.run_dir).notebook(notebook.stem)}") from None
         entry.update(status="completed", seconds=round(time.time() - began, 1))
         _write_manifest(plan, manifest)
 
@@ -302,9 +303,9 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
     run = Path(run_dir).resolve()
     if not run.is_dir():
         raise FileNotFoundError(f"run directory not found: {run}")
-    if not (run / "tables").is_dir():
+    if not RunDir(run).tables.is_dir():
         raise FileNotFoundError(f"{run} holds no tables/: not a run directory of `lightfer run`, or 01-06 did not run")
-    target = run / "07_tables.ipynb"
+    target = RunDir(run).notebook("07_tables")
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force to regenerate the tables and REPRODUCTION.md")
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightfer_utils import anchor
+from lightfer_utils.runtime import anchor
 from lightfer_utils.report import table_2
 
 from conftest import random_faces

@@ -13,16 +13,16 @@ from PIL import Image
 from skimage import data
 
 from lightfer_utils.cli import main
-from lightfer_utils.errors import ModelLoadError
-from lightfer_utils.faces import FaceStage
-from lightfer_utils.predict import ResultWriter, expand_inputs, predict_files
-from lightfer_utils.predictor import load_predictor
+from lightfer_utils.runtime.errors import ModelLoadError
+from lightfer_utils.runtime.faces import FaceStage
+from lightfer_utils.runtime.tagging import ResultWriter, expand_inputs, predict_files
+from lightfer_utils.runtime.predictor import load_predictor
 
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory) -> Path:
-    from lightfer_utils.quantize import export_onnx
-    from lightfer_utils.models import build_model
+    from lightfer_utils.training.quantize import export_onnx
+    from lightfer_utils.training.models import build_model
 
     path = tmp_path_factory.mktemp("model") / "m.onnx"
     export_onnx(build_model("light_fer_net", widths=(8, 8, 8, 8), blocks=(0, 1, 1, 1)), path)
@@ -99,7 +99,7 @@ def test_interrupt_keeps_every_finished_row_and_resume_completes_without_repeats
 
 
 def test_an_interrupted_command_says_how_much_was_kept(tmp_path, photos, onnx_model, capsys, monkeypatch):
-    import lightfer_utils.predict as predict
+    import lightfer_utils.runtime.tagging as predict
 
     real = predict._predict_input
     calls = []

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightfer_utils import benchmark
-from lightfer_utils.train import load_trained
+from lightfer_utils.runtime import benchmark
+from lightfer_utils.training.train import load_trained
 
-# what 06_jetson_benchmark imports must run on JetPack 4.6's Python 3.6
-JETSON_MODULES = [Path(benchmark.__file__).with_name(name) for name in (
-    "__init__.py", "anchor.py", "benchmark.py", "resources.py", "predictor.py", "provenance.py", "tensorrt_runtime.py",
-    "faces.py", "errors.py", "safe_keras.py", "predict.py")]
+# the runtime side (what 06_jetson_benchmark and predict import) must run on JetPack 4.6's Python 3.6:
+# the whole folder, so a new module cannot slip past the check; the package's __init__ runs first
+RUNTIME_FOLDER = Path(benchmark.__file__).parent
+JETSON_MODULES = [RUNTIME_FOLDER.parent / "__init__.py", RUNTIME_FOLDER]
 
 
 def test_time_predictor_counts_calls_and_reports_percentiles():
@@ -54,7 +54,7 @@ def test_interleaved_timings_load_each_model_once_per_round_in_turn():
         benchmark.interleaved_timings({"a": loader("a")}, np.zeros((6, 48, 48)), rounds=0)
 
 
-def test_jetson_modules_need_no_python_newer_than_3_6():
+def test_the_runtime_side_needs_no_python_newer_than_3_6():
     result = subprocess.run([str(Path(sys.executable).with_name("vermin")), "--no-tips", "--violations", "-t=3.6-",
                              *map(str, JETSON_MODULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -69,7 +69,7 @@ def test_load_trained_explains_what_it_cannot_load(tmp_path):
 
 
 def test_tegrastats_lines_of_old_and_new_jetpacks():
-    from lightfer_utils.resources import parse_tegrastats
+    from lightfer_utils.runtime.resources import parse_tegrastats
 
     nano = "RAM 1843/3964MB (lfb 1x2MB) CPU [12%@1479,3%@1479] GR3D_FREQ 0%@921 POM_5V_IN 3176/3201 POM_5V_GPU 83/83"
     orin = "RAM 2810/7620MB SWAP 0/3810MB CPU [2%@729] VDD_IN 4880mW/4880mW VDD_CPU_GPU_CV 479mW/479mW"
@@ -96,8 +96,8 @@ def test_recall_set_places_faces_at_known_sizes_and_the_detector_finds_them():
     import cv2
     from skimage import data
 
-    from lightfer_utils.benchmark import face_recall, labelled_face_frames
-    from lightfer_utils.faces import FaceStage
+    from lightfer_utils.runtime.benchmark import face_recall, labelled_face_frames
+    from lightfer_utils.runtime.faces import FaceStage
 
     head = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)[60:200, 150:290]
     frames, truths = labelled_face_frames([(head, 0.62)], count=2, size=(1280, 960), per_frame=2, sizes=(100, 160))
@@ -109,7 +109,7 @@ def test_recall_set_places_faces_at_known_sizes_and_the_detector_finds_them():
 
 
 def test_compare_pipelines_runs_every_pipeline_on_the_same_frames_with_workers():
-    from lightfer_utils.benchmark import compare_pipelines
+    from lightfer_utils.runtime.benchmark import compare_pipelines
 
     seen = []
     frames = np.zeros((3, 4, 4), np.uint8)

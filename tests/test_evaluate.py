@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightfer_utils.evaluate import evaluate_probabilities, expected_calibration_error, flip_tta, mean_predictor
+from lightfer_utils.training.evaluate import evaluate_probabilities, expected_calibration_error, flip_tta, mean_predictor
 
 
 def one_hot_probabilities(predicted, confidence=1.0):

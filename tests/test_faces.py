@@ -14,9 +14,9 @@ from PIL import Image
 from skimage import data
 
 from lightfer_utils.cli import main
-from lightfer_utils.faces import FaceStage, ImageReadError, read_image
-from lightfer_utils.predict import expand_inputs, predict_files
-from lightfer_utils.predictor import load_predictor
+from lightfer_utils.runtime.faces import FaceStage, ImageReadError, read_image
+from lightfer_utils.runtime.tagging import expand_inputs, predict_files
+from lightfer_utils.runtime.predictor import load_predictor
 
 ASTRONAUT_BOX = (179, 83, 266, 170)  # measured once; the face is on the upper middle of the image
 
@@ -36,9 +36,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """One small randomly initialised network in all three formats."""
     import tf_keras as keras
 
-    from lightfer_utils.quantize import export_onnx
-    from lightfer_utils.models import build_model
-    from lightfer_utils.quantize import convert_tflite
+    from lightfer_utils.training.quantize import export_onnx
+    from lightfer_utils.training.models import build_model
+    from lightfer_utils.training.quantize import convert_tflite
 
     keras.utils.set_random_seed(3)
     model = build_model("light_fer_net", widths=(8, 16, 16, 16), blocks=(0, 1, 1, 1), dropout=0.0)
@@ -206,11 +206,11 @@ def test_predict_command(tmp_path, astronaut_rgb, models, capsys):
     assert "exists" in capsys.readouterr().err
     assert main(["predict", str(image), str(tmp_path / "bad"), "--model", str(models["onnx"]), "--strict"]) == 1
     assert main(["predict", str(image), "--model", str(tmp_path / "absent.onnx")]) == 2
-    assert "model file not found" in capsys.readouterr().err
+    assert "model not found: " in capsys.readouterr().err
 
 
 def test_video_mode_follows_the_face_like_full_detection_with_a_tenth_of_the_full_searches():
-    from lightfer_utils.predict import moving_face_frames
+    from lightfer_utils.runtime.tagging import moving_face_frames
 
     frames = moving_face_frames(40)
     every_frame, followed = FaceStage(), FaceStage(full_detect_every=10)
@@ -222,7 +222,7 @@ def test_video_mode_follows_the_face_like_full_detection_with_a_tenth_of_the_ful
 
 
 def test_video_mode_searches_the_whole_frame_again_when_the_face_is_lost():
-    from lightfer_utils.predict import benchmark_frames
+    from lightfer_utils.runtime.tagging import benchmark_frames
 
     first, elsewhere = benchmark_frames(2)  # the same face at two distant places
     stage = FaceStage(full_detect_every=100)

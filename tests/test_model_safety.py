@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from lightfer_utils import safe_keras
+from lightfer_utils.runtime import safe_keras
 from lightfer_utils.cli import main as lightfer
-from lightfer_utils.errors import ModelLoadError
-from lightfer_utils.models import BUILDERS, build_model
-from lightfer_utils.predictor import load_predictor
-from lightfer_utils.provenance import PROJECT_ROOT
-from lightfer_utils.train import load_trained
+from lightfer_utils.runtime.errors import ModelLoadError
+from lightfer_utils.training.models import BUILDERS, build_model
+from lightfer_utils.runtime.predictor import load_predictor
+from lightfer_utils.runtime.provenance import PROJECT_ROOT
+from lightfer_utils.training.train import load_trained
 
 
 def marker_lambda(marker: Path):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
-from lightfer_utils import DEFAULT_MODEL_FILE
-from lightfer_utils.evaluate import count_flops, count_parameters
-from lightfer_utils.models import BUILDERS, build_model
+from lightfer_utils.training.evaluate import count_flops, count_parameters
+from lightfer_utils.training.models import BUILDERS, build_model
 
 # Computed by building each model (not hand-written); a change to an architecture shows here.
 EXPECTED_PARAMETERS = {
@@ -36,14 +34,13 @@ def test_architecture_parameters_and_io(name):
 
 def test_the_shipped_default_model_is_within_the_parameter_budget():
     # the model `lightfer predict` uses, read from its own file, not the builder's default
-    from lightfer_utils.provenance import PROJECT_ROOT
-    from lightfer_utils.train import load_trained
+    from lightfer_utils.runtime import shipped_models
+    from lightfer_utils.training.train import load_trained
 
-    default = PROJECT_ROOT / DEFAULT_MODEL_FILE
-    parameters = load_trained(default.with_suffix(".keras")).count_params()
-    card = json.loads(default.with_suffix(".card.json").read_text())
-    assert parameters == card["architecture"]["parameters"]["total"]
-    assert parameters <= 1_000_000, f"{default.name}: {parameters:,} parameters, over the 1 M budget"
+    default = shipped_models.DEFAULT_MODEL
+    parameters = load_trained(shipped_models.model_file(default, "keras")).count_params()
+    assert parameters == shipped_models.card(default)["architecture"]["parameters"]["total"]
+    assert parameters <= 1_000_000, f"{default}: {parameters:,} parameters, over the 1 M budget"
 
 
 def test_flops_are_counted_from_the_graph():

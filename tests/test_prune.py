@@ -8,8 +8,8 @@ import pytest
 import tf_keras as keras
 
 from conftest import random_faces
-from lightfer_utils.models import build_model
-from lightfer_utils.prune import (best_epoch_keeper, channel_plan, compression_ratio, fine_tune, magnitude_prune, prune_channels,
+from lightfer_utils.training.models import build_model
+from lightfer_utils.training.prune import (best_epoch_keeper, channel_plan, compression_ratio, fine_tune, magnitude_prune, prune_channels,
                                   recalibrate_batch_norm, sparsity_table)
 from test_training import tiny_split
 
@@ -125,7 +125,7 @@ def test_distilled_fine_tuning_trains_the_student_and_leaves_the_teacher():
 
 
 def test_the_structured_choice_is_made_on_publictest_only():
-    from lightfer_utils.prune import choose_structured
+    from lightfer_utils.training.prune import choose_structured
 
     table = pd.DataFrame({
         "variant": ["dense", "channels_0.8", "channels_0.7", "channels_0.6", "channels_0.5"],
@@ -144,7 +144,7 @@ def test_the_structured_choice_is_made_on_publictest_only():
 
 
 def test_latencies_of_several_models_are_measured_together(tmp_path):
-    from lightfer_utils.prune import onnx_latencies
+    from lightfer_utils.training.prune import onnx_latencies
 
     build_model("light_fer_net", **TINY).save(tmp_path / "a.keras")
     timings = onnx_latencies({"a": tmp_path / "a.keras", "b": tmp_path / "a.keras"}, np.zeros((4, 48, 48, 1), np.float32),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lightfer_utils import published
-from lightfer_utils.provenance import PROJECT_ROOT
+from lightfer_utils.runtime.provenance import PROJECT_ROOT
 
 PAPERS = [PROJECT_ROOT.parent / "shared" / "papers", PROJECT_ROOT / "shared" / "papers"]
 

@@ -10,10 +10,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from conftest import random_faces
-from lightfer_utils.evaluate import compare_formats
-from lightfer_utils.quantize import export_onnx
-from lightfer_utils.predictor import load_predictor
-from lightfer_utils.quantize import (calibration_faces, compare_with_tflite, convert_tflite, onnx_fp16, onnx_int8, symmetric_quantize,
+from lightfer_utils.training.evaluate import compare_formats
+from lightfer_utils.training.quantize import export_onnx
+from lightfer_utils.runtime.predictor import load_predictor
+from lightfer_utils.training.quantize import (calibration_faces, compare_with_tflite, convert_tflite, onnx_fp16, onnx_int8, symmetric_quantize,
                                      tflite_int8_weights)
 
 
@@ -121,7 +121,7 @@ def test_calibration_faces_come_from_training_only():
 
 
 def test_targets_allow_each_precision_its_own_loss():
-    from lightfer_utils.quantize import targets_table
+    from lightfer_utils.training.quantize import targets_table
 
     formats = pd.DataFrame({"accuracy": [0.700, 0.700, 0.697, 0.6965, 0.690, 0.689]},
                            index=["keras_fp32", "onnx_fp32", "onnx_fp16", "tflite_fp16", "onnx_int8", "tflite_dynamic"])

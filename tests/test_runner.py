@@ -115,11 +115,12 @@ def test_execute_writes_notebooks_and_manifest(notebooks, good_csv, tmp_path):
 def test_the_reproduce_profile_starts_from_the_shipped_models(good_csv, tmp_path):
     p = runner.plan_run("reproduce", good_csv[0], tmp_path / "run")
     sources = [Path(s) for s in p.parameters["resume_from"].split(",")]
-    assert sources == [runner.PROJECT_ROOT / "models" / "light_fer_net_deep" / "training",
-                       runner.PROJECT_ROOT / "models" / "mini_xception" / "training"]
+    shipped = ("light_fer_net_deep", "mini_xception", "simple_cnn")
+    assert sources == [runner.PROJECT_ROOT / "models" / name / "training" for name in shipped]
     assert all((s / "best_weights.h5").is_file() for s in sources)
-    assert runner._portable(p.parameters)["resume_from"] == (
-        "models/light_fer_net_deep/training,models/mini_xception/training")
+    assert runner._portable(p.parameters)["resume_from"] == ",".join(f"models/{name}/training" for name in shipped)
+    # every model it only measures the training cost of is one of the paper's comparison models
+    assert set(p.parameters["cost_models"].split(",")) == {"vgg_style", "resnet50", "xception"}
 
 
 def test_failing_notebook_marks_the_run_failed(tmp_path, good_csv):

@@ -13,7 +13,7 @@ import pytest
 from conftest import random_faces, write_contest_csv
 from lightfer_utils.cli import main
 from lightfer_utils.data import SPLITS
-from lightfer_utils.predictor import ModelLoadError, load_predictor
+from lightfer_utils.runtime.predictor import ModelLoadError, load_predictor
 from test_data import write_ferplus
 
 TINY_MODEL = json.dumps({"widths": [8, 8, 8, 8], "blocks": [0, 1, 1, 1], "dropout": 0.0})
@@ -57,7 +57,7 @@ def test_ship_writes_model_files_and_a_card_with_measured_metrics(shipped, conte
 
 
 def test_card_names_the_teacher_of_a_distilled_model(shipped):
-    from lightfer_utils.export import render_card
+    from lightfer_utils.training.export import render_card
 
     card = json.loads((shipped / "tiny.card.json").read_text())
     card["training"]["config"].update(teacher="models/light_fer_net/training", distill_alpha=0.5, distill_temperature=2.0)
@@ -180,7 +180,7 @@ def test_wrong_face_shape_is_rejected(shipped):
 def test_parity_check_names_the_failing_format():
     import pandas as pd
 
-    from lightfer_utils.export import check_parity
+    from lightfer_utils.training.export import check_parity
 
     table = pd.DataFrame({"argmax_agreement_vs_keras_fp32": [1.0, 0.996, 0.97]},
                          index=["onnx_fp32", "tflite_fp16", "onnx_int8"])
@@ -195,27 +195,28 @@ def test_parity_check_names_the_failing_format():
 
 def test_ship_edge_ships_the_chosen_pruned_model_in_its_quantized_formats(shipped, contest_csv, tmp_path, capsys):
     from lightfer_utils.data import load_fer2013
-    from lightfer_utils.prune import CHOICE_FILE, prune_channels
-    from lightfer_utils.quantize import calibration_faces, export_formats
+    from lightfer_utils.runtime.rundir import RunDir
+    from lightfer_utils.training.prune import prune_channels
+    from lightfer_utils.training.quantize import calibration_faces, export_formats
 
     data = load_fer2013(contest_csv, progress=False)
-    run = tmp_path / "run"
-    assert main(["ship-edge", str(run), "--data", str(contest_csv), "--models-dir", str(tmp_path / "models")]) == 2
+    run = RunDir(tmp_path / "run")
+    assert main(["ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(tmp_path / "models")]) == 2
     assert "chose no structured variant" in capsys.readouterr().err
     dense = load_predictor(shipped / "tiny.keras").model
     pruned, _ = prune_channels(dense, 0.5, min_channels=4, multiple_of=4)
-    (run / "pruned").mkdir(parents=True)
-    pruned.save(run / "pruned" / "channels_0.5.keras")
-    (run / "pruned" / CHOICE_FILE).write_text(json.dumps({
+    run.pruned.mkdir(parents=True)
+    pruned.save(run.pruned / "channels_0.5.keras")
+    run.pruning_choice.write_text(json.dumps({
         "variant": "channels_0.5", "file": "channels_0.5.keras", "parameters": pruned.count_params(),
         "latency_reduction": 0.4, "PrivateTest_points_lost": 0.5, "goal_met": True}))
-    export_formats(pruned, run / "quantized_structured", calibration_faces(data, 14, seed=0))
-    (run / "tables").mkdir()
-    (run / "tables" / "pruning.csv").write_text(
+    export_formats(pruned, run.quantized_structured, calibration_faces(data, 14, seed=0))
+    run.tables.mkdir()
+    run.table("pruning").write_text(
         "variant,parameters,mflops,gzipped_kb,PublicTest_accuracy,PrivateTest_accuracy,onnx_latency_b1_ms\n"
         f"dense,{dense.count_params()},1.0,10.0,0.2,0.2,0.5\nchannels_0.5,{pruned.count_params()},0.5,5.0,0.2,0.2,0.3\n")
     models = tmp_path / "models"
-    assert main(["ship-edge", str(run), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge",
+    assert main(["ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge",
                  "--iterations", "5"]) == 0
     card = json.loads((models / "edge.card.json").read_text())
     assert {f["path"] for f in card["files"].values()} == {"edge.keras", "edge.onnx", "edge_int8.onnx", "edge_int8.tflite"}
@@ -231,19 +232,15 @@ def test_ship_edge_ships_the_chosen_pruned_model_in_its_quantized_formats(shippe
     assert card["edge_format"] == fastest_within
     assert [row["variant"] for row in card["pruning_table"]] == ["dense", "channels_0.5"]
     assert "edge_int8" in (models / "edge.card.md").read_text()
-    assert main(["ship-edge", str(run), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge"]) == 2
+    assert main(["ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge"]) == 2
     assert "--force" in capsys.readouterr().err
 
 
 def test_default_model_is_the_shipped_model_with_the_best_public_test_accuracy():
-    from lightfer_utils import DEFAULT_MODEL_FILE
-    from lightfer_utils.provenance import PROJECT_ROOT
+    from lightfer_utils.runtime import shipped_models
 
-    default = PROJECT_ROOT / DEFAULT_MODEL_FILE
-    assert default.is_file(), f"{DEFAULT_MODEL_FILE} is not committed"
-    cards = {path.name.removesuffix(".card.json"): json.loads(path.read_text())
-             for path in (PROJECT_ROOT / "models").glob("*.card.json")}
+    cards = {name: shipped_models.card(name) for name in shipped_models.names()}
     public = {name: card["metrics"]["PublicTest"]["accuracy"]
               for name, card in cards.items() if "metrics" in card}  # the cards `lightfer ship` wrote
-    chosen = default.name.removesuffix(".onnx")
-    assert chosen in public and public[chosen] == max(public.values()), public
+    assert shipped_models.DEFAULT_MODEL in public and public[shipped_models.DEFAULT_MODEL] == max(public.values()), public
+    assert shipped_models.resolve(None) == shipped_models.model_file(shipped_models.DEFAULT_MODEL, "onnx")

@@ -82,8 +82,8 @@ def test_quantised_formats_have_their_own_tolerances():
 
 
 def test_eq_2_to_4_with_a_wrong_scale_fails(monkeypatch):
-    from lightfer_utils import quantize
-    from lightfer_utils.models import build_model
+    from lightfer_utils.training import quantize
+    from lightfer_utils.training.models import build_model
 
     model = build_model("mini_xception")
 

@@ -13,8 +13,8 @@ import tf_keras as keras
 
 from conftest import random_faces
 from lightfer_utils.data import FerData
-from lightfer_utils.pipeline import Augmentation, augment_batch, training_dataset
-from lightfer_utils.train import TrainConfig, load_best, load_config, train
+from lightfer_utils.training.pipeline import Augmentation, augment_batch, training_dataset
+from lightfer_utils.training.train import TrainConfig, load_best, load_config, train
 
 
 def test_augmentation_is_a_function_of_its_seed():
@@ -118,7 +118,7 @@ def earlier_training_directory(tmp_path) -> tuple[Path, TrainConfig]:
 
 
 def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_path):
-    from lightfer_utils.zoo import start_from
+    from lightfer_utils.training.zoo import start_from
 
     earlier, config = earlier_training_directory(tmp_path)
     root = tmp_path / "run" / "training"
@@ -134,7 +134,7 @@ def test_02_starts_from_an_earlier_training_directory_with_its_own_config(tmp_pa
 
 
 def test_02_gives_new_models_the_run_recipe_and_resumed_ones_their_own(tmp_path):
-    from lightfer_utils.zoo import run_configs
+    from lightfer_utils.training.zoo import run_configs
 
     earlier, config = earlier_training_directory(tmp_path)
     configs = run_configs(["light_fer_net", "mini_xception", "xception"], str(earlier), tmp_path / "run", 96, 0.5,
@@ -146,7 +146,7 @@ def test_02_gives_new_models_the_run_recipe_and_resumed_ones_their_own(tmp_path)
 
 
 def test_02s_architecture_table_sizes_each_model_as_configured():
-    from lightfer_utils.zoo import zoo_table
+    from lightfer_utils.training.zoo import zoo_table
 
     table = zoo_table({"light_fer_net": TrainConfig(model_config={"widths": (8, 8, 8, 8)}),
                        "mini_xception": TrainConfig(model="mini_xception")})
@@ -178,7 +178,7 @@ def test_distilled_training_saves_the_student_and_resumes(tmp_path):
 def test_ensemble_teacher_averages_members_and_mirrored_faces():
     import tensorflow as tf
 
-    from lightfer_utils.train import ensemble_teacher
+    from lightfer_utils.training.train import ensemble_teacher
 
     def member(offset):  # a "model" whose answer depends on the left/right layout of the face
         return lambda faces, training=False: tf.nn.softmax(tf.reduce_mean(faces[:, :, :24, 0], axis=[1, 2])[:, None]
@@ -226,7 +226,7 @@ def test_a_run_written_before_new_config_fields_still_resumes(tmp_path):
 
 
 def test_training_batches_are_always_full():
-    from lightfer_utils.pipeline import steps_per_epoch
+    from lightfer_utils.training.pipeline import steps_per_epoch
 
     stream = training_dataset(random_faces(27), np.arange(27) % 7, batch_size=8, seed=0, augmentation=None)
     assert steps_per_epoch(27, 8) == 3
@@ -237,7 +237,7 @@ def test_training_batches_are_always_full():
 
 
 def test_02_names_a_resumed_shipped_model_by_its_folder(tmp_path):
-    from lightfer_utils.zoo import trained_names
+    from lightfer_utils.training.zoo import trained_names
 
     earlier, _ = earlier_training_directory(tmp_path)  # tmp_path/shipped/training trains mini_xception
     assert trained_names(str(earlier)) == {"mini_xception": "shipped"}
@@ -245,7 +245,7 @@ def test_02_names_a_resumed_shipped_model_by_its_folder(tmp_path):
 
 
 def test_training_cost_is_measured_for_each_named_model_and_scaled_to_a_full_epoch():
-    from lightfer_utils.zoo import TRAINING_FACES, training_cost_table
+    from lightfer_utils.training.zoo import TRAINING_FACES, training_cost_table
 
     data = tiny_split(40, 3, 0)
     cost = training_cost_table("mini_xception", data, 71, steps=1, batch_size=16)

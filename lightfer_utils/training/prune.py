@@ -13,16 +13,16 @@ import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras as keras
 
 from lightfer_utils.data import FerData
-from lightfer_utils.pipeline import steps_per_epoch, training_dataset
-from lightfer_utils.train import Distiller
+from lightfer_utils.training.pipeline import steps_per_epoch, training_dataset
+from lightfer_utils.training.train import Distiller
 
 PRUNABLE = (keras.layers.Conv2D, keras.layers.Dense)
 PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU, keras.layers.Dropout,
@@ -321,10 +321,10 @@ def onnx_latencies(
 ) -> dict[str, float]:
     """Batch-1 p50 latency (ms) of each saved Keras model exported to ONNX and run by ONNX
     Runtime's CPU provider, all measured together (`benchmark.interleaved_timings`)."""
-    from lightfer_utils.benchmark import interleaved_timings
-    from lightfer_utils.quantize import export_onnx
-    from lightfer_utils.predictor import OnnxPredictor
-    from lightfer_utils.safe_keras import load_keras_model
+    from lightfer_utils.runtime.benchmark import interleaved_timings
+    from lightfer_utils.training.quantize import export_onnx
+    from lightfer_utils.runtime.predictor import OnnxPredictor
+    from lightfer_utils.runtime.safe_keras import load_keras_model
 
     with tempfile.TemporaryDirectory() as scratch:
         exported = {name: export_onnx(load_keras_model(path), Path(scratch) / f"{name}.onnx")
@@ -345,8 +345,8 @@ def variant_row(
     """One line of the pruning table (latency apart: `onnx_latencies` times every variant at the
     end): size (plain and gzipped), non-zero kernel weights, R of Eq. 1 against the `original`
     (dense) model's sparsity table, FLOPs, PublicTest and PrivateTest accuracy."""
-    from lightfer_utils.evaluate import count_flops, evaluate
-    from lightfer_utils.predictor import keras_predictor
+    from lightfer_utils.training.evaluate import count_flops, evaluate
+    from lightfer_utils.runtime.predictor import keras_predictor
 
     weights_only = keras.models.clone_model(model)  # uncompiled: the file holds no optimizer state
     weights_only.set_weights(model.get_weights())
@@ -366,10 +366,68 @@ def variant_row(
     }
 
 
-CHOICE_FILE = "chosen.json"
+# The goal of structured pruning in 03: at least this much lower batch-1 latency than the dense
+# model, for at most this many PrivateTest points (reported, never used to choose).
+MIN_LATENCY_REDUCTION = 0.30
+MAX_POINTS_LOST = 1.0
 
 
-def choose_structured(table: pd.DataFrame, variants: list[str], min_latency_reduction: float = 0.30) -> dict | None:
+def parse_fractions(text: str) -> list[float]:
+    """A parameter such as "0.5,0.75,0.9" as numbers, each in (0, 1)."""
+    values = [float(v) for v in text.split(",") if v.strip()]
+    if not values or not all(0 < v < 1 for v in values):
+        raise ValueError(f"{text!r}: expected comma-separated fractions between 0 and 1")
+    return values
+
+
+def magnitude_variants(
+    dense: keras.Model, train: FerData, validation: FerData, test: FerData, sparsities: list[float], epochs: int,
+    out: Path, dense_layers: pd.DataFrame, **tuning: Any,
+) -> tuple[list[dict[str, Any]], dict[str, pd.DataFrame]]:
+    """tfmot magnitude pruning at each target sparsity and at 2:4, each fine-tuned for `epochs`,
+    saved in `out` and measured: the pruning table's rows and each variant's per-layer sparsity."""
+    rows, per_layer = [], {}
+    for sparsity in [*sparsities, None]:
+        name = f"magnitude_{sparsity:g}" if sparsity is not None else "sparsity_2of4"
+        print(f"--- {name}")
+        pruned = magnitude_prune(dense, train, validation, sparsity, epochs,
+                                 **({"m_by_n": (2, 4)} if sparsity is None else {}), **tuning)
+        per_layer[name] = sparsity_table(pruned)
+        rows.append(variant_row(name, pruned, validation, test, out / f"{name}.keras", dense_layers))
+    return rows, per_layer
+
+
+def structured_variants(
+    dense: keras.Model, train: FerData, validation: FerData, test: FerData, keep_fractions: list[float], epochs: int,
+    out: Path, dense_layers: pd.DataFrame, **tuning: Any,
+) -> list[dict[str, Any]]:
+    """Channel pruning keeping each fraction of the channels, then distilled fine-tuning from the
+    dense model (best PublicTest epoch kept), saved in `out` and measured."""
+    rows = []
+    for keep in keep_fractions:
+        name = f"channels_{keep:g}"
+        print(f"--- {name}")
+        smaller, _ = prune_channels(dense, keep, calibration_faces=train.images)
+        fine_tune(smaller, train, validation, epochs, teacher=dense, keep_best=True, **tuning)
+        rows.append(variant_row(name, smaller, validation, test, out / f"{name}.keras", dense_layers))
+    return rows
+
+
+def pruning_table(rows: list[dict[str, Any]], out: Path, faces: np.ndarray, iterations: int, rounds: int) -> pd.DataFrame:
+    """Every variant's row with its ONNX batch-1 latency (interleaved rounds, median), the latency
+    reduction and the PrivateTest points lost against the dense model."""
+    table = pd.DataFrame(rows).set_index("variant")
+    latency = onnx_latencies({name: out / f"{name}.keras" for name in table.index}, faces, iterations, rounds)
+    table["onnx_latency_b1_ms"] = pd.Series(latency).round(3)
+    baseline = table.loc["dense"]
+    table["latency_reduction"] = (1 - table["onnx_latency_b1_ms"] / baseline["onnx_latency_b1_ms"]).round(3)
+    table["PrivateTest_points_lost"] = ((baseline["PrivateTest_accuracy"] - table["PrivateTest_accuracy"]) * 100).round(2)
+    return table
+
+
+def choose_structured(
+    table: pd.DataFrame, variants: list[str], min_latency_reduction: float = MIN_LATENCY_REDUCTION
+) -> dict | None:
     """The structured variant with the best PublicTest accuracy among those whose batch-1 latency
     is at least `min_latency_reduction` below the dense model's (PrivateTest plays no part); None
     if none is that fast. `table` is 03's pruning table with its latency_reduction and
@@ -383,4 +441,19 @@ def choose_structured(table: pd.DataFrame, variants: list[str], min_latency_redu
     return {"variant": name, "file": f"{name}.keras", "parameters": int(row["parameters"]),
             "PublicTest_accuracy": float(row["PublicTest_accuracy"]), "PrivateTest_accuracy": float(row["PrivateTest_accuracy"]),
             "latency_reduction": float(row["latency_reduction"]), "PrivateTest_points_lost": float(row["PrivateTest_points_lost"]),
-            "goal_met": bool(row["latency_reduction"] >= 0.30 and row["PrivateTest_points_lost"] <= 1.0)}
+            "goal_met": bool(row["latency_reduction"] >= min_latency_reduction and row["PrivateTest_points_lost"] <= MAX_POINTS_LOST)}
+
+
+def record_choice(table: pd.DataFrame, keep_fractions: list[float], run_dir: str | Path) -> str:
+    """Choose the structured variant (choose_structured) and write it where 04 and ship-edge read
+    it (RunDir.pruning_choice); returns what was chosen, as a sentence."""
+    import json
+
+    from lightfer_utils.runtime.rundir import RunDir
+
+    choice = choose_structured(table, [f"channels_{k:g}" for k in keep_fractions])
+    if choice is None:
+        return f"no structured variant is at least {MIN_LATENCY_REDUCTION:.0%} faster than the dense model"
+    RunDir(run_dir).pruning_choice.write_text(json.dumps(choice, indent=2))
+    return (f"chosen on PublicTest: {choice['variant']}: {choice['latency_reduction']:.0%} lower latency, "
+            f"{choice['PrivateTest_points_lost']:+.2f} points on PrivateTest -> goal {'met' if choice['goal_met'] else 'NOT met'}")

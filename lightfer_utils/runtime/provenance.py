@@ -5,6 +5,7 @@ imports it on JetPack 4.6's Python 3.6.
 """
 
 import datetime
+import hashlib
 import os
 import platform
 import shutil
@@ -12,7 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# the repository (an editable install); run directories, notebooks and git live here
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 TRACKED_PACKAGES = (
     "lightfer", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx", "onnx",
@@ -74,6 +76,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(str(path), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cpu_isa() -> str:

@@ -1,0 +1,87 @@
+"""The package's structure: two sides that depend one way, no import circles, notebooks that only
+call the package and never spell a run directory's paths."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lightfer_utils"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every lightfer_utils module a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("lightfer_utils")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lightfer_utils"):
+            for alias in node.names:  # `from lightfer_utils.runtime import anchor` imports a module
+                candidate = f"{node.module}.{alias.name}"
+                found.add(candidate if (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(".py").exists()
+                          else node.module)
+    return found
+
+
+GRAPH = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_there_are_no_import_circles():
+    visiting, done, cycles = set(), set(), []
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in done or module not in GRAPH:
+            return
+        if module in visiting:
+            cycles.append(path[path.index(module):] + [module])
+            return
+        visiting.add(module)
+        for target in GRAPH[module] - {module}:
+            visit(target, path + [module])
+        visiting.discard(module)
+        done.add(module)
+
+    for module in GRAPH:
+        visit(module, [])
+    assert not cycles, cycles
+
+
+def test_the_runtime_side_imports_only_itself_and_the_package_constants():
+    runtime = {m for m in GRAPH if m.startswith("lightfer_utils.runtime")}
+    assert len(runtime) > 10
+    outside = {m: sorted(t for t in GRAPH[m] if t != "lightfer_utils" and not t.startswith("lightfer_utils.runtime"))
+               for m in runtime}
+    assert not any(outside.values()), outside
+
+
+def test_the_training_side_never_imports_the_commands_runner_or_report():
+    training = {m for m in GRAPH if m.startswith("lightfer_utils.training")}
+    upward = {m: sorted(t for t in GRAPH[m] if t in ("lightfer_utils.cli", "lightfer_utils.runner", "lightfer_utils.report"))
+              for m in training}
+    assert not any(upward.values()), upward
+
+
+def notebook_code(name: str) -> str:
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")))
+def test_notebooks_hold_no_logic_and_name_no_run_paths(name):
+    code = notebook_code(name)
+    tree = ast.parse(code)
+    definitions = [type(n).__name__ for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda,
+                                                                              ast.While, ast.Try))]
+    assert not definitions, f"{name} defines or loops: {definitions} (belongs in lightfer_utils)"
+    spelled = re.findall(r'/ "(tables|figures|training|pruned|quantized\w*|tensorrt|anchor|benchmark_inputs)"', code)
+    assert not spelled, f"{name} spells run paths {spelled}: use lightfer_utils.runtime.rundir.RunDir"
