@@ -103,7 +103,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_ship(args: argparse.Namespace) -> int:
-    from lightfer_utils.training.export import ship_model
+    from lightfer_utils.training.shipping import ship_model
 
     card = ship_model(args.run_dir, _load_labelled(args), args.name, args.models_dir, overwrite=args.force)
     metrics = card["metrics"]
@@ -115,7 +115,7 @@ def _cmd_ship(args: argparse.Namespace) -> int:
 
 def _cmd_ship_edge(args: argparse.Namespace) -> int:
     from lightfer_utils.data import load_fer2013
-    from lightfer_utils.training.export import ship_edge_model
+    from lightfer_utils.training.shipping import ship_edge_model
 
     card = ship_edge_model(args.run_dir, load_fer2013(args.data), args.name, args.models_dir,
                            latency_iterations=args.iterations, overwrite=args.force)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 
 from conftest import random_faces

@@ -57,7 +57,7 @@ def test_ship_writes_model_files_and_a_card_with_measured_metrics(shipped, conte
 
 
 def test_card_names_the_teacher_of_a_distilled_model(shipped):
-    from lightfer_utils.training.export import render_card
+    from lightfer_utils.training.shipping import render_card
 
     card = json.loads((shipped / "tiny.card.json").read_text())
     card["training"]["config"].update(teacher="models/light_fer_net/training", distill_alpha=0.5, distill_temperature=2.0)

@@ -97,6 +97,13 @@ def test_interrupted_training_resumes_to_the_same_place(tmp_path):
     final_straight = (tmp_path / "straight" / "checkpoint").glob("ckpt-3.index")
     assert list(final_straight)
     assert load_best(tmp_path / "resumed").count_params() == straight.count_params()
+    # a finished run ships without its checkpoint (optimizer state): it is evaluated, not trained again
+    shutil.rmtree(tmp_path / "straight" / "checkpoint")
+    history = (tmp_path / "straight" / "history.csv").read_text()
+    again = train(config, train_data, val_data, tmp_path / "straight", verbose=0)
+    assert (tmp_path / "straight" / "history.csv").read_text() == history
+    for a, b in zip(straight.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_run_directory_is_not_reused_for_another_config(tmp_path):

@@ -11,7 +11,7 @@ Python 3.6: the Jetson benchmark imports this module.
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 

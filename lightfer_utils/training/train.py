@@ -242,9 +242,14 @@ def train(
 
     print(f"{config.model} {json.dumps(config.model_config)}: {count_parameters(model)['total']:,} parameters, "
           f"{count_flops(model) / 1e6:.1f} MFLOPs per face")
+    state_file = run / "state.json"
+    if state_file.exists() and (run / BEST_WEIGHTS).is_file():  # a finished run needs no checkpoint
+        finished = json.loads(state_file.read_text())
+        if finished.get("stopped_early") or finished["epochs_done"] >= config.epochs:
+            print(f"{run} is complete ({finished['epochs_done']} epochs)")
+            return load_best(run)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, run / "checkpoint", max_to_keep=1)
-    state_file = run / "state.json"
     state: dict[str, Any] = {"epochs_done": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "stale_epochs": 0}
     if manager.latest_checkpoint and state_file.exists():
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
