@@ -88,12 +88,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = load_config(out)
     else:
         augmentation = Augmentation(erase_probability=args.erase_probability).as_dict()
-        config = TrainConfig(model=args.model, model_config=json.loads(args.model_config), epochs=args.epochs,
-                             batch_size=args.batch_size, learning_rate=args.lr, label_smoothing=args.label_smoothing,
-                             class_weights=args.class_weights, augmentation=augmentation, patience=args.patience,
-                             seed=args.seed, teacher=",".join(args.teacher), distill_alpha=args.distill_alpha,
-                             distill_temperature=args.distill_temperature, teacher_flip=args.teacher_flip,
-                             init_from=args.init_from)
+        given = vars(args)  # settings left out take TrainConfig's defaults (the options default to SUPPRESS)
+        settings = {field: given[option] for option, field in TRAIN_SETTINGS.items() if option in given}
+        config = TrainConfig(model=args.model, model_config=json.loads(args.model_config),
+                             class_weights=args.class_weights, augmentation=augmentation, teacher=",".join(args.teacher),
+                             teacher_flip=args.teacher_flip, teacher_offline=args.teacher_offline,
+                             init_from=args.init_from, **settings)
     data = _load_labelled(args)
     if args.subset < 1:
         data = stratified_subset(data, args.subset, seed=config.seed)
@@ -351,6 +351,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# `lightfer train` options that set a TrainConfig field of another name or default
+TRAIN_SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "label_smoothing": "label_smoothing",
+                  "distill_alpha": "distill_alpha", "distill_temperature": "distill_temperature", "patience": "patience",
+                  "seed": "seed"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightfer", description="Light-FER reproduction package")
     parser.add_argument("--version", action="version", version=f"lightfer {__version__}")
@@ -390,21 +396,24 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true", help="continue the run in --out with its saved config")
     fit.add_argument("--model", default="light_fer_net")
     fit.add_argument("--model-config", default="{}", help="JSON keyword arguments of the model builder")
-    fit.add_argument("--epochs", type=int, default=40)
-    fit.add_argument("--batch-size", type=int, default=64)
-    fit.add_argument("--lr", type=float, default=1e-3)
-    fit.add_argument("--label-smoothing", type=float, default=0.1)
+    fit.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="default: TrainConfig.epochs")
+    fit.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help="default: TrainConfig.batch_size")
+    fit.add_argument("--lr", type=float, default=argparse.SUPPRESS, help="default: TrainConfig.learning_rate")
+    fit.add_argument("--label-smoothing", type=float, default=argparse.SUPPRESS, help="default: TrainConfig.label_smoothing")
     fit.add_argument("--class-weights", action="store_true")
     fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
     fit.add_argument("--teacher", nargs="+", default=[], help="trained model(s) (.keras or training directory; "
                      "relative: to the project root) to distil from; several teach by their mean probability")
     fit.add_argument("--teacher-flip", action="store_true", help="the teacher also sees the mirrored face (averaged)")
+    fit.add_argument("--teacher-offline", action="store_true", help="the teacher's probabilities on the un-augmented "
+                     "Training faces, computed once and mixed into the targets: no teacher passes per batch")
     fit.add_argument("--init-from", default="", help="trained model of the same architecture whose weights start the "
                      "run (fine-tuning)")
-    fit.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the labels against the teacher")
-    fit.add_argument("--distill-temperature", type=float, default=2.0)
-    fit.add_argument("--patience", type=int, default=12)
-    fit.add_argument("--seed", type=int, default=2022)
+    fit.add_argument("--distill-alpha", type=float, default=argparse.SUPPRESS,
+                     help="weight of the labels against the teacher (default: TrainConfig.distill_alpha)")
+    fit.add_argument("--distill-temperature", type=float, default=argparse.SUPPRESS, help="default: TrainConfig.distill_temperature")
+    fit.add_argument("--patience", type=int, default=argparse.SUPPRESS, help="default: TrainConfig.patience")
+    fit.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="default: TrainConfig.seed")
     fit.add_argument("--subset", type=float, default=1.0, help="stratified fraction of the data (smoke runs)")
     fit.set_defaults(handler=_cmd_train)
 

@@ -219,6 +219,26 @@ def test_a_run_can_start_from_trained_weights_and_learn_from_several_teachers(tm
         train(wider, train_data, val_data, tmp_path / "d", verbose=0)
 
 
+def test_offline_distillation_mixes_the_teachers_probabilities_into_the_targets_once(tmp_path):
+    from lightfer_utils.training.train import TEACHER_TARGETS, ensemble_teacher, offline_targets
+
+    tiny = {"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}
+    train_data, val_data = tiny_split(64, 1, 0), tiny_split(21, 2, 1)
+    base = TrainConfig(model_config=tiny, epochs=1, batch_size=16, patience=0, warmup_epochs=0)
+    train(base, train_data, val_data, tmp_path / "teacher", verbose=0)
+    config = TrainConfig(**{**base.__dict__, "teacher": str(tmp_path / "teacher"), "teacher_flip": True,
+                            "teacher_offline": True, "distill_alpha": 0.25, "distill_temperature": 2.0})
+    train(config, train_data, val_data, tmp_path / "student", verbose=0)
+    targets = np.load(tmp_path / "student" / TEACHER_TARGETS)
+    faces = train_data.images[:, :, :, None].astype(np.float32)
+    teacher = ensemble_teacher([load_best(tmp_path / "teacher")], flip=True)(tf.constant(faces)).numpy()
+    softened = np.sqrt(teacher) / np.sqrt(teacher).sum(axis=1, keepdims=True)  # temperature 2
+    np.testing.assert_allclose(targets, 0.25 * np.eye(7)[train_data.labels] + 0.75 * softened, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-5)
+    (tmp_path / "teacher" / "best_weights.h5").unlink()  # the cached targets need the teacher no more
+    assert np.array_equal(offline_targets(config, train_data, tmp_path / "student"), targets)
+
+
 def test_a_run_written_before_new_config_fields_still_resumes(tmp_path):
     config = TrainConfig(model_config={"widths": (8, 8, 8, 8)}, epochs=1, batch_size=16, patience=0)
     train(config, tiny_split(32, 1, 0), tiny_split(14, 2, 1), tmp_path / "run", verbose=0)

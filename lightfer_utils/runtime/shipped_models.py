@@ -112,6 +112,6 @@ def summary() -> List[Dict[str, Any]]:
             "PublicTest": measured["PublicTest"]["accuracy"],
             "PrivateTest": measured["PrivateTest"]["accuracy"],
             "default_format": fmt,
-            "formats": ", ".join(model_card["files"]),
+            "formats": ", ".join(f for f, entry in model_card["files"].items() if (models_dir() / entry["path"]).is_file()),
         })
     return rows

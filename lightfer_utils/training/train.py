@@ -61,6 +61,11 @@ class TrainConfig:
     distill_alpha: float = 0.5  # weight of the labels; 1 - alpha goes to the teacher
     distill_temperature: float = 2.0
     teacher_flip: bool = False  # the teacher also sees the mirrored face; its two answers are averaged
+    # offline: the teacher's probabilities on the un-augmented Training faces are computed once
+    # (cached in the run as teacher_targets.npy) and mixed into the targets, alpha * labels +
+    # (1 - alpha) * teacher softened by the temperature; no teacher pass per batch, so a small
+    # student trains at its own speed
+    teacher_offline: bool = False
     init_from: str = ""  # a trained model of the same architecture whose weights start the run
 
     def to_json(self) -> str:
@@ -108,6 +113,30 @@ class Distiller(keras.Model):
         self.compiled_loss(targets, probabilities, regularization_losses=self.student.losses)
         self.compiled_metrics.update_state(targets, probabilities)
         return {m.name: m.result() for m in self.metrics}
+
+
+TEACHER_TARGETS = "teacher_targets.npy"
+
+
+def offline_targets(config: TrainConfig, train_data: FerData, run: Path, batch_size: int = 256) -> np.ndarray:
+    """Soft targets for offline distillation: alpha * labels + (1 - alpha) * the teacher's
+    probabilities on the un-augmented faces, softened by the temperature (p^(1/T), renormalised).
+    Computed once and kept in the run, so a resumed run reuses them."""
+    cache = run / TEACHER_TARGETS
+    if cache.is_file():
+        return np.load(cache)
+    teacher = ensemble_teacher([load_trained(project_path(t)) for t in config.teacher.split(",")], config.teacher_flip)
+    call = tf.function(lambda faces: teacher(faces, training=False))
+    images = train_data.images
+    probabilities = np.concatenate([
+        call(tf.constant(images[i:i + batch_size, :, :, None].astype(np.float32))).numpy()
+        for i in range(0, len(images), batch_size)])
+    softened = np.power(np.clip(probabilities, 1e-12, 1.0), 1.0 / config.distill_temperature)
+    softened /= softened.sum(axis=1, keepdims=True)
+    labels = train_data.soft_labels if train_data.soft_labels is not None else np.eye(NUM_CLASSES)[train_data.labels]
+    targets = (config.distill_alpha * labels + (1 - config.distill_alpha) * softened).astype(np.float32)
+    np.save(cache, targets)
+    return targets
 
 
 def ensemble_teacher(members: list[keras.Model], flip: bool) -> Callable[..., tf.Tensor]:
@@ -267,8 +296,11 @@ def train(
                              f"{config.model_config}")
         model.set_weights(start.get_weights())
 
+    train_labels = train_data.soft_labels if train_data.soft_labels is not None else train_data.labels
+    if config.teacher and config.teacher_offline:
+        train_labels = offline_targets(config, train_data, run)
     with strategy.scope():  # the teacher is needed only when there is training left to do
-        trained = model if not config.teacher else Distiller(
+        trained = model if not config.teacher or config.teacher_offline else Distiller(
             model, ensemble_teacher([load_trained(project_path(t)) for t in config.teacher.split(",")], config.teacher_flip),
             config.distill_alpha, config.distill_temperature)
         trained.compile(
@@ -278,7 +310,6 @@ def train(
         )
     batch = config.batch_size * replicas
     augmentation = Augmentation(**config.augmentation) if config.augmentation else None
-    train_labels = train_data.soft_labels if train_data.soft_labels is not None else train_data.labels
     val_labels = val_data.soft_labels if val_data.soft_labels is not None else val_data.labels
     stream = training_dataset(train_data.images, train_labels, batch, config.seed, state["epochs_done"], augmentation)
     trained.fit(
