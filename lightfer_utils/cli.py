@@ -338,6 +338,41 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    import json
+
+    from lightfer_utils import recipes
+
+    steps = recipes.chain(args.name)
+    if args.list:
+        for number, step in enumerate(steps, 1):
+            print(f"{number}. {step.name}: {step.describe()}")
+        return 0
+    from lightfer_utils.data import load_fer2013
+    from lightfer_utils.runtime import shipped_models
+    from lightfer_utils.training.evaluate import evaluate
+    from lightfer_utils.runtime.predictor import keras_predictor
+    from lightfer_utils.training.train import load_best
+
+    data = load_fer2013(args.data)
+    where = recipes.rebuild(args.name, data, Path(args.out), last_step_only=args.last_step_only, data_path=args.data)
+    card = shipped_models.card(args.name)
+    if steps[-1].kind == "train":
+        predict = keras_predictor(load_best(where[args.name]))
+        for split in ("PublicTest", "PrivateTest"):
+            part = data.split(split)
+            print(f"{args.name} rebuilt, {split}: {evaluate(predict, part.images, part.labels).accuracy * 100:.2f} % "
+                  f"(card: {card['metrics'][split]['accuracy'] * 100:.2f} %)")
+    else:
+        rebuilt = json.loads((Path(args.out) / "models" / f"{args.name}.card.json").read_text())
+        fmt = card["edge_format"]
+        for split in ("PublicTest", "PrivateTest"):
+            print(f"{args.name} rebuilt ({rebuilt['edge_format']}), {split}: "
+                  f"{rebuilt['formats'][rebuilt['edge_format']][split + '_accuracy'] * 100:.2f} % "
+                  f"(card, {fmt}: {card['formats'][fmt][split + '_accuracy'] * 100:.2f} %)")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from lightfer_utils.runtime import shipped_models
 
@@ -439,6 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--split", default="PrivateTest", choices=("Training", "PublicTest", "PrivateTest"))
     score.add_argument("--tta", action="store_true", help="also report horizontal-flip TTA, separately")
     score.set_defaults(handler=_cmd_evaluate)
+
+    again = commands.add_parser("rebuild", help="rebuild a shipped model and every model it depends on from their "
+                                "recipes, in order; resumable, finished steps skipped")
+    again.add_argument("name", help="a shipped model (see `lightfer models`)")
+    again.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
+    again.add_argument("--out", default="runs/rebuild", help="where each step's result goes (default: runs/rebuild)")
+    again.add_argument("--last-step-only", action="store_true", help="rebuild only the model itself, from the shipped "
+                       "models it depends on")
+    again.add_argument("--list", action="store_true", help="print the steps and stop")
+    again.set_defaults(handler=_cmd_rebuild)
 
     listing = commands.add_parser("models", help="the shipped models: name, parameters, accuracy, formats (from their cards)")
     listing.set_defaults(handler=_cmd_models)

@@ -1,0 +1,154 @@
+"""Every shipped model's recipe, and rebuilding a model with everything it depends on.
+
+A trained model's recipe is its committed training config (`models/NAME/training/config.json`:
+builder, settings, schedule, augmentation), whose teachers and init-from name other shipped models
+(`models/OTHER/training`). An edge model's recipe is the run its card names: the compression
+notebooks 03-04 on its source model with the run's settings, then `lightfer ship-edge`.
+`rebuild` runs the chain in order, each step in its own directory under `out`, resuming a step
+that was interrupted and skipping a step whose result exists.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lightfer_utils.data import FerData
+from lightfer_utils.runtime import shipped_models
+from lightfer_utils.training.train import TrainConfig, load_config
+
+# run parameters that name the model a compression run starts from; a rebuild sets its own
+SOURCE_PARAMETERS = ("model_path", "resume_from", "models")
+
+
+@dataclass
+class Recipe:
+    name: str
+    kind: str  # "train" or "edge"
+    depends_on: list[str] = field(default_factory=list)
+    config: TrainConfig | None = None  # train
+    profile: str = ""  # edge: the run's profile and settings (without its source model)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.kind == "train":
+            config = self.config
+            extras = [f"teacher {', '.join(self.teachers())}"] if config.teacher else []
+            extras += [f"init-from {self.init_from()}"] if config.init_from else []
+            return (f"train {config.model} {json.dumps(config.model_config)} for {config.epochs} epochs"
+                    + ("; " + "; ".join(extras) if extras else ""))
+        settings = " ".join(f"-p {k}={v}" for k, v in self.parameters.items())
+        return f"compress {self.depends_on[0]}: lightfer run --profile {self.profile} --only 03,04 {settings}; ship-edge"
+
+    def teachers(self) -> list[str]:
+        return [model_named(t) for t in self.config.teacher.split(",") if t]
+
+    def init_from(self) -> str:
+        return model_named(self.config.init_from) if self.config.init_from else ""
+
+
+def model_named(path: str) -> str:
+    """The shipped model a config names by its training directory (models/NAME/training)."""
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[-1] == "training" and parts[-3] == "models":
+        return parts[-2]
+    raise ValueError(f"{path}: a recipe names other models as models/NAME/training")
+
+
+def recipe(name: str, models_dir: Path | None = None) -> Recipe:
+    models = Path(models_dir) if models_dir else shipped_models.models_dir()
+    training = models / name / "training"
+    if (training / "config.json").is_file():
+        found = Recipe(name, "train", config=load_config(training))
+        found.depends_on = sorted(set(found.teachers() + ([found.init_from()] if found.config.init_from else [])))
+        return found
+    card_file = models / f"{name}.card.json"
+    if not card_file.is_file():
+        raise FileNotFoundError(f"no recipe for {name!r}: neither {training}/config.json nor {card_file}")
+    source = json.loads(card_file.read_text()).get("source_run")
+    if not source:
+        raise ValueError(f"{card_file} names no source run, so {name} has no recipe")
+    overrides = dict(source.get("overrides") or {})
+    origin = next((overrides[p] for p in ("model_path", "resume_from") if overrides.get(p)), None)
+    if origin is None:
+        raise ValueError(f"{card_file}: its run names no source model (model_path or resume_from)")
+    parameters = {k: v for k, v in overrides.items() if k not in SOURCE_PARAMETERS}
+    return Recipe(name, "edge", depends_on=[model_named(origin)], profile=source["profile"], parameters=parameters)
+
+
+def chain(name: str, models_dir: Path | None = None) -> list[Recipe]:
+    """The recipes that rebuild `name`, dependencies first, each once."""
+    ordered: list[Recipe] = []
+    visiting: set[str] = set()
+
+    def visit(model: str) -> None:
+        if model in visiting:
+            raise ValueError(f"recipes depend on each other in a circle through {model}")
+        if any(r.name == model for r in ordered):
+            return
+        visiting.add(model)
+        step = recipe(model, models_dir)
+        for dependency in step.depends_on:
+            visit(dependency)
+        visiting.discard(model)
+        ordered.append(step)
+
+    visit(name)
+    return ordered
+
+
+def step_dir(out: Path, step: Recipe) -> Path:
+    return Path(out) / step.name / ("training" if step.kind == "train" else "run")
+
+
+def rebuilt_config(step: Recipe, locations: dict[str, Path]) -> TrainConfig:
+    """The step's config with each model it names taken from `locations` (the rebuilt ones)."""
+    teachers = ",".join(str(locations[t]) for t in step.teachers())
+    init_from = str(locations[step.init_from()]) if step.config.init_from else ""
+    return replace(step.config, teacher=teachers, init_from=init_from)
+
+
+def rebuild(
+    name: str, data: FerData, out: Path, last_step_only: bool = False, models_dir: Path | None = None,
+    data_path: str | None = None,
+) -> dict[str, Path]:
+    """Rebuild `name` and, unless `last_step_only`, every model it depends on, in order, under
+    `out` (a training directory per trained model, a run directory and model files per edge
+    model). With `last_step_only` the dependencies are the shipped ones. Returns where each step's
+    result is."""
+    from lightfer_utils.training.train import train
+
+    models = Path(models_dir) if models_dir else shipped_models.models_dir()
+    steps = chain(name, models)
+    if last_step_only:
+        steps = steps[-1:]
+    locations = {model: models / model / "training" for model in {d for s in steps for d in s.depends_on}}
+    out = Path(out).resolve()
+    for number, step in enumerate(steps, 1):
+        print(f"--- step {number} of {len(steps)}: {step.name}: {step.describe()}")
+        target = step_dir(out, step)
+        if step.kind == "train":
+            train(rebuilt_config(step, locations), data.split("Training"), data.split("PublicTest"), target)
+        else:
+            _rebuild_edge(step, locations[step.depends_on[0]], target, out / "models", data, data_path)
+        locations[step.name] = target
+    return locations
+
+
+def _rebuild_edge(step: Recipe, source: Path, run_dir: Path, models_out: Path, data: FerData,
+                  data_path: str | None) -> None:
+    from lightfer_utils.runner import execute, plan_run
+    from lightfer_utils.training.shipping import ship_edge_model
+
+    if (models_out / f"{step.name}.card.json").is_file():
+        print(f"{step.name} is already rebuilt in {models_out}")
+        return
+    manifest = run_dir / "manifest.json"
+    if not (manifest.is_file() and json.loads(manifest.read_text()).get("status") == "completed"):
+        if run_dir.exists():
+            raise FileExistsError(f"{run_dir} holds an unfinished run (runs do not resume): remove it and rebuild again")
+        settings = [f"{k}={v}" for k, v in step.parameters.items()] + [f"model_path={source}"]
+        execute(plan_run(step.profile, data_path, run_dir, settings, only=["03", "04"]))
+    ship_edge_model(run_dir, data, step.name, models_out)

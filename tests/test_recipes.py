@@ -1,0 +1,65 @@
+"""Recipes of the shipped models and rebuilding a chain of them, in order, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightfer_utils import recipes
+from lightfer_utils.training.train import TrainConfig, load_best, load_config
+from test_training import tiny_split
+
+TINY = {"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}
+
+
+def shipped_chain(models: Path) -> None:
+    """a (from scratch) -> b (distilled from a, started from a's weights), as committed training configs."""
+    base = TrainConfig(model_config=TINY, epochs=1, batch_size=16, patience=0, warmup_epochs=0)
+    (models / "a" / "training").mkdir(parents=True)
+    (models / "a" / "training" / "config.json").write_text(base.to_json())
+    student = TrainConfig(**{**base.__dict__, "epochs": 2, "teacher": "models/a/training", "init_from": "models/a/training"})
+    (models / "b" / "training").mkdir(parents=True)
+    (models / "b" / "training" / "config.json").write_text(student.to_json())
+
+
+def test_every_shipped_model_has_a_recipe_whose_dependencies_are_shipped():
+    from lightfer_utils.runtime import shipped_models
+
+    for name in shipped_models.names():
+        steps = recipes.chain(name)
+        assert steps[-1].name == name and len({s.name for s in steps}) == len(steps)
+        assert all(set(s.depends_on) <= {t.name for t in steps[:i]} for i, s in enumerate(steps))
+    deep = recipes.chain("light_fer_net_deep")
+    assert [s.name for s in deep][-2:] == ["light_fer_net_v5", "light_fer_net_deep"]
+    edge = recipes.recipe("light_fer_net_deep_edge")
+    assert edge.kind == "edge" and edge.depends_on == ["light_fer_net_deep"] and "model_path" not in edge.parameters
+
+
+def test_a_chain_is_rebuilt_in_order_from_its_own_steps_and_resumes(tmp_path):
+    shipped_chain(tmp_path / "models")
+    assert [s.name for s in recipes.chain("b", tmp_path / "models")] == ["a", "b"]
+    data = tiny_split(64, 1, 0)
+    data = type(data)(**{**data.__dict__, "images": np.concatenate([data.images, tiny_split(21, 2, 1).images]),
+                         "labels": np.concatenate([data.labels, np.arange(21) % 7]),
+                         "usage": np.concatenate([data.usage, np.ones(21, data.usage.dtype)]),
+                         "sources": np.concatenate([data.sources, np.array(["v"] * 21)]),
+                         "csv_rows": np.arange(85)})
+    where = recipes.rebuild("b", data, tmp_path / "out", models_dir=tmp_path / "models")
+    assert where["a"] == (tmp_path / "out" / "a" / "training").resolve()
+    rebuilt_b = load_config(where["b"])
+    assert rebuilt_b.teacher == str(where["a"]) and rebuilt_b.init_from == str(where["a"])  # the rebuilt a, not the shipped
+    assert json.loads((where["b"] / "state.json").read_text())["epochs_done"] == 2
+    history = (where["b"] / "history.csv").read_text()
+    recipes.rebuild("b", data, tmp_path / "out", models_dir=tmp_path / "models")  # finished steps are skipped
+    assert (where["b"] / "history.csv").read_text() == history
+
+
+def test_the_last_step_alone_starts_from_the_shipped_dependencies(tmp_path):
+    shipped_chain(tmp_path / "models")
+    with pytest.raises(FileNotFoundError, match="models/a/training is not a finished training run"):  # the shipped a
+        recipes.rebuild("b", tiny_split(16, 1, 0), tmp_path / "out", last_step_only=True, models_dir=tmp_path / "models")
+    with pytest.raises(ValueError, match="models/NAME/training"):
+        recipes.model_named("runs/elsewhere")
