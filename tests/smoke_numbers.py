@@ -72,6 +72,8 @@ RULES: list[tuple] = [
     ("*", "throughput*", TIMING),
     ("*", "*latency*", TIMING),
     ("*", "train_minutes", TIMING),
+    ("training_cost", "seconds_per_step", TIMING),
+    ("*", "minutes_per_epoch", TIMING),
     # 01: the data itself
     ("class_counts", "*", EXACT),
     ("pixel_statistics", "*", EXACT),
@@ -79,6 +81,7 @@ RULES: list[tuple] = [
     ("exact_duplicates", "*", EXACT),
     # 02: architectures and results
     ("architectures", "*", EXACT),
+    ("training_cost", "*", EXACT),
     ("model_results", "parameters", EXACT),
     ("model_results", "MFLOPs_per_face", EXACT),
     ("model_results", "*epoch*", EXACT),
