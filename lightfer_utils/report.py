@@ -138,12 +138,16 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     missing values blank. The CSV keeps the numbers."""
     def formatter(column: Any) -> Callable[[Any], str]:
         name = "_".join(map(str, column)) if isinstance(column, tuple) else str(column)
+        if name.startswith("paper_") and "_vs_" not in name:
+            return lambda v: f"{v:,g}"  # the paper's values as published
         digits = next((d for key, d in DECIMALS if key in name.lower()), None)
         if digits is None:
             return lambda v: f"{v:.3g}"
         return lambda v: f"{v:,.{digits}f}"
 
     text = table.copy().astype(object)
+    if isinstance(text.index, pd.MultiIndex):  # ("Keras", "FP32") -> "Keras FP32"
+        text.index = [" ".join(map(str, key)) for key in text.index]
     for column in table.columns:
         if pd.api.types.is_numeric_dtype(table[column]):
             show = formatter(column)
@@ -391,7 +395,30 @@ def publish(run_dir: Path, target: Path, force: bool = False) -> list[Path]:
         shutil.copy2(source, destination)
         copied.append(destination)
     provenance = {key: manifest.get(key) for key in ("run_id", "profile", "parameters", "overrides", "data", "git",
-                                                     "started", "finished", "host", "notebooks")}
+                                                     "started", "finished", "host", "notebooks", "tables_regenerated")}
     provenance["run_dir"] = run.name
     (target / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    (target / "README.md").write_text(published_readme(provenance))
     return copied
+
+
+def published_readme(provenance: dict[str, Any]) -> str:
+    """figures/README.md: which run these files come from and the command that makes them again."""
+    git, host, data = provenance.get("git") or {}, provenance.get("host") or {}, provenance.get("data") or {}
+    overrides = " ".join(f"-p {k}={v}" for k, v in (provenance.get("overrides") or {}).items())
+    command = ("make reproduce DATA=PATH" if provenance.get("profile") == "reproduce" and not overrides
+               else f"lightfer run --profile {provenance.get('profile')} --data PATH {overrides}".strip())
+    minutes = sum(n.get("seconds") or 0 for n in provenance.get("notebooks") or []) / 60
+    lines = ["# Published tables and figures", "",
+             f"Copied by `lightfer publish` from run `{provenance.get('run_id')}` (profile `{provenance.get('profile')}`, "
+             f"git {str(git.get('commit', '?'))[:7]}{', uncommitted changes' if git.get('dirty') else ''}; FER2013 sha256 "
+             f"{str(data.get('sha256', '?'))[:8]}…; {host.get('cpu', '?')} ({host.get('cpu_isa', '?')}), "
+             f"{host.get('logical_cores', '?')} cores, GPUs: {', '.join(g['name'] for g in host.get('gpus', [])) or 'none'}; "
+             f"notebooks {minutes:.0f} min). Made again with", "", "```bash", command, "```", "",
+             "`provenance.json` holds the run's parameters, package-independent host facts and each notebook's time; "
+             "`REPRODUCTION.md` the tables with what differs from the paper and why."]
+    for regenerated in provenance.get("tables_regenerated") or []:
+        lines += ["", f"The tables, figures and REPRODUCTION.md were rebuilt from the run's artifacts by "
+                      f"`lightfer tables RUN --force` at git {str(regenerated['git'].get('commit', '?'))[:7]} "
+                      f"({regenerated['at']}); nothing of 01-06 was re-run."]
+    return "\n".join(lines) + "\n"

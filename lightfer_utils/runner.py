@@ -315,4 +315,11 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
         failed = target.with_name("07_tables.failed.ipynb")
         target.replace(failed) if target.exists() else None
         raise NotebookFailed(f"07_tables failed on {run}: {notebook_error(err)}; see {failed}") from None
+    manifest_file = RunDir(run).manifest
+    if manifest_file.is_file():  # the report now comes from this code, not the run's: say so
+        manifest = json.loads(manifest_file.read_text())
+        manifest.setdefault("tables_regenerated", []).append({"git": git_revision(), "at": now_iso()})
+        partial = manifest_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(manifest, indent=2, default=str))
+        partial.replace(manifest_file)
     return target

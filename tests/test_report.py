@@ -79,8 +79,9 @@ def test_publish_copies_a_finished_runs_tables_and_figures_with_provenance(tmp_p
     (run / "figures" / "paper_confusion.png").write_bytes(b"png")
     (run / "figures" / "training_curves.png").write_bytes(b"not a paper figure")
     (run / "tables" / "paper_table1.md").write_text("| table |")
-    manifest = {"run_id": "cpu-1", "status": "running", "git": {"commit": "abc", "dirty": False},
-                "data": {"sha256": "d" * 64}}
+    manifest = {"run_id": "reproduce-1", "profile": "reproduce", "status": "running", "git": {"commit": "abc", "dirty": False},
+                "data": {"sha256": "d" * 64}, "notebooks": [{"name": "01_data", "seconds": 120.0}],
+                "tables_regenerated": [{"git": {"commit": "fedcba9876"}, "at": "2026-11-30T17:00:00"}]}
     (run / "manifest.json").write_text(json.dumps(manifest))
     target = tmp_path / "figures"
     with pytest.raises(ValueError, match="did not complete"):
@@ -91,9 +92,12 @@ def test_publish_copies_a_finished_runs_tables_and_figures_with_provenance(tmp_p
     (run / "REPRODUCTION.md").write_text("# report")
     assert main(["publish", str(run), "--to", str(target)]) == 0
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
-        "REPRODUCTION.md", "figures/paper_confusion.png", "provenance.json", "tables/paper_table1.md"]
+        "README.md", "REPRODUCTION.md", "figures/paper_confusion.png", "provenance.json", "tables/paper_table1.md"]
     provenance = json.loads((target / "provenance.json").read_text())
     assert provenance["git"]["commit"] == "abc" and provenance["data"]["sha256"] == "d" * 64
+    readme = (target / "README.md").read_text()
+    assert "run `reproduce-1`" in readme and "make reproduce DATA=PATH" in readme and "notebooks 2 min" in readme
+    assert "at git fedcba9" in readme  # tables rebuilt later by newer code are said to be
     with pytest.raises(FileExistsError):  # never replaced silently
         report.publish(run, target)
     report.publish(run, target, force=True)
@@ -121,3 +125,11 @@ def test_table_2_names_our_rows_after_the_models_and_states_the_cost_of_those_no
     assert t2.loc["big_net", "minutes_per_epoch"] == 8.2 and np.isnan(t2.loc["big_net", "test_percent"])
     assert "not trained on this CPU" in t2.loc["big_net", "source"]
     assert report.main_model_name(run_dir) == "light_fer_net_deep"
+
+
+def test_readable_tables_keep_the_papers_values_as_published_and_flatten_row_pairs():
+    table = pd.DataFrame({"fps": [235.4], "paper_fps": [4.85], "paper_cpu_gb": [0.863], "paper_fps_vs_keras_fp32": [1.944]},
+                         index=pd.MultiIndex.from_tuples([("TFLite", "FP32")]))
+    text = report.readable(table)
+    assert text.index.tolist() == ["TFLite FP32"]
+    assert text.iloc[0].tolist() == ["235", "4.85", "0.863", "1.94"]

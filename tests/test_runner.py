@@ -170,3 +170,17 @@ def test_only_runs_the_named_notebooks(notebooks, good_csv, tmp_path):
     assert [n.stem for n in p.notebooks] == ["03_pruning"] and "seed" not in p.schema
     with pytest.raises(runner.ParameterError, match="unknown notebook"):
         runner.plan_run("smoke", good_csv[0], tmp_path / "run2", [], notebooks_dir=notebooks, only=["09"])
+
+
+def test_tables_rebuilds_07_from_a_runs_tables_and_records_the_code_that_did(tmp_path):
+    import shutil
+
+    smoke = runner.PROJECT_ROOT / "papermill_runs" / "smoke"
+    run = tmp_path / "run"
+    shutil.copytree(smoke / "tables", run / "tables", ignore=shutil.ignore_patterns("paper_table*"))
+    shutil.copy(smoke / "manifest.json", run / "manifest.json")
+    assert lightfer(["tables", str(run)]) == 0
+    assert (run / "REPRODUCTION.md").is_file() and (run / "tables" / "paper_table2.md").is_file()
+    regenerated = json.loads((run / "manifest.json").read_text())["tables_regenerated"]
+    assert len(regenerated) == 1 and {"commit", "dirty"} <= set(regenerated[0]["git"])
+    assert lightfer(["tables", str(run)]) == 2  # the rebuilt notebook is not replaced without --force
