@@ -415,7 +415,7 @@ def published_readme(provenance: dict[str, Any]) -> str:
              f"{str(data.get('sha256', '?'))[:8]}…; {host.get('cpu', '?')} ({host.get('cpu_isa', '?')}), "
              f"{host.get('logical_cores', '?')} cores, GPUs: {', '.join(g['name'] for g in host.get('gpus', [])) or 'none'}; "
              f"notebooks {minutes:.0f} min). Made again with", "", "```bash", command, "```", "",
-             "`provenance.json` holds the run's parameters, package-independent host facts and each notebook's time; "
+             "`provenance.json` holds the run's parameters, the host and each notebook's time; "
              "`REPRODUCTION.md` the tables with what differs from the paper and why."]
     for regenerated in provenance.get("tables_regenerated") or []:
         lines += ["", f"The tables, figures and REPRODUCTION.md were rebuilt from the run's artifacts by "
