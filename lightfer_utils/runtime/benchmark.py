@@ -11,6 +11,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from lightfer_utils.runtime.predictor import model_input
+
 
 def time_predictor(
     predict: Callable[[np.ndarray], np.ndarray],
@@ -22,7 +24,7 @@ def time_predictor(
     """Latency per call (ms: p50, p90, p99, mean) and faces per second for batches of `batch_size`."""
     if iterations < 1 or batch_size < 1:
         raise ValueError("iterations and batch_size must be at least 1")
-    faces = np.asarray(faces, dtype=np.float32).reshape(-1, 48, 48, 1)
+    faces = model_input(faces)
     if len(faces) < batch_size:
         repeats = -(-batch_size // len(faces))
         faces = np.concatenate([faces] * repeats)

@@ -15,11 +15,16 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from lightfer_utils import CLASS_NAMES
+from lightfer_utils import CLASS_NAMES, IMAGE_SIZE
 from lightfer_utils.runtime.errors import ModelLoadError
 from lightfer_utils.runtime.safe_keras import check_onnx_external_data, load_keras_model
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def model_input(faces: np.ndarray) -> np.ndarray:
+    """Gray faces ([N, 48, 48] or [N, 48, 48, 1], 0-255) as the models take them: float32 [N, 48, 48, 1]."""
+    return np.asarray(faces, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
 
 
 class Predictor:
@@ -178,7 +183,7 @@ def keras_predictor(model, batch_size: int = 256) -> Callable[[np.ndarray], np.n
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def predict(faces: np.ndarray) -> np.ndarray:
-        faces = np.asarray(faces, dtype=np.float32).reshape(-1, 48, 48, 1)
+        faces = model_input(faces)
         parts = [call(tf.constant(faces[i:i + batch_size])).numpy() for i in range(0, len(faces), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, len(CLASS_NAMES)), np.float32)
 

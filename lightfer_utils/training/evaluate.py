@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lightfer_utils import CLASS_NAMES, NUM_CLASSES
+from lightfer_utils.runtime.predictor import model_input
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # float32 [N, 48, 48, 1] faces (0..255) -> [N, 7]
 
@@ -33,7 +34,7 @@ class Evaluation:
 def flip_tta(predict: Predictor) -> Predictor:
     """Average of the predictions for each face and its mirror image."""
     def predict_tta(faces: np.ndarray) -> np.ndarray:
-        faces = np.asarray(faces, dtype=np.float32).reshape(-1, 48, 48, 1)
+        faces = model_input(faces)
         return (predict(faces) + predict(faces[:, :, ::-1, :])) / 2
 
     return predict_tta

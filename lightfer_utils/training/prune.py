@@ -20,7 +20,9 @@ import pandas as pd
 
 import tf_keras as keras
 
+from lightfer_utils import NUM_CLASSES
 from lightfer_utils.data import FerData
+from lightfer_utils.runtime.predictor import model_input
 from lightfer_utils.training.pipeline import steps_per_epoch, training_dataset
 from lightfer_utils.training.train import Distiller
 
@@ -59,7 +61,7 @@ def fine_tune(
     trained.compile(optimizer=keras.optimizers.Adam(schedule),
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics=["accuracy"])
     stream = training_dataset(train_data.images, train_data.labels, batch_size, seed=seed)
-    validation = (val_data.images.reshape(-1, 48, 48, 1).astype(np.float32), np.eye(7, dtype=np.float32)[val_data.labels])
+    validation = (model_input(val_data.images), np.eye(NUM_CLASSES, dtype=np.float32)[val_data.labels])
     return trained.fit(stream, epochs=epochs, steps_per_epoch=steps, validation_data=validation,
                        callbacks=[*(callbacks or []), *([best_epoch_keeper(epochs)] if keep_best else [])], verbose=verbose)
 
@@ -245,7 +247,7 @@ def recalibrate_batch_norm(
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in norms]
     sample = np.random.default_rng(seed).permutation(len(faces))[:batches * batch_size]
-    faces = np.asarray(faces, dtype=np.float32).reshape(-1, 48, 48, 1)[sample]
+    faces = model_input(faces)[sample]
     try:
         for i in range(min(batches, -(-len(faces) // batch_size))):
             for layer in norms:

@@ -27,6 +27,7 @@ import tf_keras as keras
 
 from lightfer_utils import NUM_CLASSES
 from lightfer_utils.data import FerData
+from lightfer_utils.runtime.predictor import model_input
 from lightfer_utils.training.evaluate import count_flops, count_parameters
 from lightfer_utils.training.models import build_model
 from lightfer_utils.training.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
@@ -129,7 +130,7 @@ def offline_targets(config: TrainConfig, train_data: FerData, run: Path, batch_s
     call = tf.function(lambda faces: teacher(faces, training=False))
     images = train_data.images
     probabilities = np.concatenate([
-        call(tf.constant(images[i:i + batch_size, :, :, None].astype(np.float32))).numpy()
+        call(tf.constant(model_input(images[i:i + batch_size]))).numpy()
         for i in range(0, len(images), batch_size)])
     softened = np.power(np.clip(probabilities, 1e-12, 1.0), 1.0 / config.distill_temperature)
     softened /= softened.sum(axis=1, keepdims=True)
