@@ -59,9 +59,12 @@ def table_2(run_dir: Path) -> pd.DataFrame:
     cost_csv = RunDir(run_dir).table("training_cost")
     if cost_csv.exists():  # written by 02 for the models whose training does not fit on this machine
         cost = pd.read_csv(cost_csv).set_index("model")
+        trained = cost.index.intersection(rows.index)  # a profile may also train a costed model (smoke)
+        rows.loc[trained, "minutes_per_epoch"] = cost.loc[trained, "minutes_per_epoch"]
+        untrained = cost.drop(trained)
         rows = pd.concat([rows, pd.DataFrame({
             "source": "ours: not trained on this CPU; the paper profile trains it on a GPU",
-            "parameters": cost["parameters"], "minutes_per_epoch": cost["minutes_per_epoch"]})])
+            "parameters": untrained["parameters"], "minutes_per_epoch": untrained["minutes_per_epoch"]})])
     anchor_csv = RunDir(run_dir).table("anchor_accuracy")
     if anchor_csv.exists():  # written by 05 when the fer package's model could be fetched
         anchor = pd.read_csv(anchor_csv).set_index("format")
