@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightfer_utils.data import FerData
-from lightfer_utils.runtime import shipped_models
+from lightfer_utils.runtime import provenance, shipped_models
 from lightfer_utils.training.train import TrainConfig, load_config
 
 # run parameters that name the model a compression run starts from; a rebuild sets its own
@@ -103,10 +103,21 @@ def step_dir(out: Path, step: Recipe) -> Path:
     return Path(out) / step.name / ("training" if step.kind == "train" else "run")
 
 
+def recorded(path: Path) -> str:
+    """A model's directory as a rebuilt config names it: relative to the project root when inside it
+    (as the shipped configs are written, and as `train` reads them), so that a step interrupted in
+    one clone resumes in another; absolute otherwise."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(provenance.PROJECT_ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def rebuilt_config(step: Recipe, locations: dict[str, Path]) -> TrainConfig:
     """The step's config with each model it names taken from `locations` (the rebuilt ones)."""
-    teachers = ",".join(str(locations[t]) for t in step.teachers())
-    init_from = str(locations[step.init_from()]) if step.config.init_from else ""
+    teachers = ",".join(recorded(locations[t]) for t in step.teachers())
+    init_from = recorded(locations[step.init_from()]) if step.config.init_from else ""
     return replace(step.config, teacher=teachers, init_from=init_from)
 
 

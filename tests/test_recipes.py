@@ -25,6 +25,16 @@ def shipped_chain(models: Path) -> None:
     (models / "b" / "training" / "config.json").write_text(student.to_json())
 
 
+def tiny_fer():
+    """64 Training and 21 PublicTest faces."""
+    data = tiny_split(64, 1, 0)
+    return type(data)(**{**data.__dict__, "images": np.concatenate([data.images, tiny_split(21, 2, 1).images]),
+                         "labels": np.concatenate([data.labels, np.arange(21) % 7]),
+                         "usage": np.concatenate([data.usage, np.ones(21, data.usage.dtype)]),
+                         "sources": np.concatenate([data.sources, np.array(["v"] * 21)]),
+                         "csv_rows": np.arange(85)})
+
+
 def test_every_shipped_model_has_a_recipe_whose_dependencies_are_shipped():
     from lightfer_utils.runtime import shipped_models
 
@@ -41,12 +51,7 @@ def test_every_shipped_model_has_a_recipe_whose_dependencies_are_shipped():
 def test_a_chain_is_rebuilt_in_order_from_its_own_steps_and_resumes(tmp_path):
     shipped_chain(tmp_path / "models")
     assert [s.name for s in recipes.chain("b", tmp_path / "models")] == ["a", "b"]
-    data = tiny_split(64, 1, 0)
-    data = type(data)(**{**data.__dict__, "images": np.concatenate([data.images, tiny_split(21, 2, 1).images]),
-                         "labels": np.concatenate([data.labels, np.arange(21) % 7]),
-                         "usage": np.concatenate([data.usage, np.ones(21, data.usage.dtype)]),
-                         "sources": np.concatenate([data.sources, np.array(["v"] * 21)]),
-                         "csv_rows": np.arange(85)})
+    data = tiny_fer()
     where = recipes.rebuild("b", data, tmp_path / "out", models_dir=tmp_path / "models")
     assert where["a"] == (tmp_path / "out" / "a" / "training").resolve()
     rebuilt_b = load_config(where["b"])
@@ -63,3 +68,13 @@ def test_the_last_step_alone_starts_from_the_shipped_dependencies(tmp_path):
         recipes.rebuild("b", tiny_split(16, 1, 0), tmp_path / "out", last_step_only=True, models_dir=tmp_path / "models")
     with pytest.raises(ValueError, match="models/NAME/training"):
         recipes.model_named("runs/elsewhere")
+
+
+def test_a_rebuilt_config_names_the_models_relative_to_the_project_so_another_clone_resumes_it(tmp_path, monkeypatch):
+    from lightfer_utils.runtime import provenance
+
+    shipped_chain(tmp_path / "models")
+    monkeypatch.setattr(provenance, "PROJECT_ROOT", tmp_path)
+    where = recipes.rebuild("b", tiny_fer(), tmp_path / "out", models_dir=tmp_path / "models")
+    assert load_config(where["b"]).teacher == "out/a/training" == load_config(where["b"]).init_from
+    assert recipes.recorded(Path("/elsewhere/training")) == "/elsewhere/training"
