@@ -348,6 +348,12 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
         for number, step in enumerate(steps, 1):
             print(f"{number}. {step.name}: {step.describe()}")
         return 0
+    if args.compare:
+        rebuilt = recipes.step_dir(Path(args.out), steps[-1])
+        if steps[-1].kind != "train" or not (rebuilt / "history.csv").is_file():
+            raise FileNotFoundError(f"{rebuilt}: no training history to compare (only trained models have one)")
+        _compare_rebuilt_curve(args.name, rebuilt)
+        return 0
     from lightfer_utils.data import load_fer2013
     from lightfer_utils.runtime import shipped_models
     from lightfer_utils.training.evaluate import evaluate
@@ -363,6 +369,7 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
             part = data.split(split)
             print(f"{args.name} rebuilt, {split}: {evaluate(predict, part.images, part.labels).accuracy * 100:.2f} % "
                   f"(card: {card['metrics'][split]['accuracy'] * 100:.2f} %)")
+        _compare_rebuilt_curve(args.name, where[args.name])
     else:
         rebuilt = json.loads((Path(args.out) / "models" / f"{args.name}.card.json").read_text())
         fmt = card["edge_format"]
@@ -371,6 +378,15 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
                   f"{rebuilt['formats'][rebuilt['edge_format']][split + '_accuracy'] * 100:.2f} % "
                   f"(card, {fmt}: {card['formats'][fmt][split + '_accuracy'] * 100:.2f} %)")
     return 0
+
+
+def _compare_rebuilt_curve(name: str, rebuilt: Path) -> None:
+    from lightfer_utils import recipes
+    from lightfer_utils.runtime import shipped_models
+
+    print(f"{name}: the rebuilt training curve ({rebuilt}) against the shipped one")
+    for line in recipes.compare_curves(rebuilt, shipped_models.models_dir() / name / "training"):
+        print(f"  {line}")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -483,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--last-step-only", action="store_true", help="rebuild only the model itself, from the shipped "
                        "models it depends on")
     again.add_argument("--list", action="store_true", help="print the steps and stop")
+    again.add_argument("--compare", action="store_true", help="compare the rebuilt training curve under --out (finished "
+                       "or not) with the shipped run's, epoch by epoch, and stop")
     again.set_defaults(handler=_cmd_rebuild)
 
     listing = commands.add_parser("models", help="the shipped models: name, parameters, accuracy, formats (from their cards)")

@@ -163,3 +163,26 @@ def _rebuild_edge(step: Recipe, source: Path, run_dir: Path, models_out: Path, d
         settings = [f"{k}={v}" for k, v in step.parameters.items()] + [f"model_path={source}"]
         execute(plan_run(step.profile, data_path, run_dir, settings, only=["03", "04"]))
     ship_edge_model(run_dir, data, step.name, models_out)
+
+
+def compare_curves(rebuilt: Path, original: Path) -> list[str]:
+    """How a rebuilt training run (finished or not) follows the original one, epoch by epoch, from
+    their `history.csv`: training loss, PublicTest accuracy, and the best PublicTest reached so far."""
+    import pandas as pd
+
+    ours, theirs = (pd.read_csv(Path(d) / "history.csv").set_index("epoch") for d in (rebuilt, original))
+    epochs = ours.index.intersection(theirs.index)
+    if epochs.empty:
+        return [f"{rebuilt}: no epoch to compare yet"]
+    last = int(epochs.max())
+    loss_gap = ((ours.loss[epochs] - theirs.loss[epochs]).abs() / theirs.loss[epochs]) * 100
+    accuracy_gap = (ours.val_accuracy[epochs] - theirs.val_accuracy[epochs]).abs() * 100
+    best_original = theirs.val_accuracy.max() * 100
+    return [
+        f"epochs compared: {len(epochs)} (rebuilt run: {len(ours)}, original: {len(theirs)})",
+        f"training loss: {loss_gap.mean():.2f} % apart on average, {loss_gap.max():.2f} % at most",
+        f"PublicTest accuracy per epoch: {accuracy_gap.mean():.2f} points apart on average, {accuracy_gap.max():.2f} at most",
+        f"best PublicTest by epoch {last}: {ours.val_accuracy[epochs].max() * 100:.2f} % rebuilt, "
+        f"{theirs.val_accuracy[epochs].max() * 100:.2f} % original "
+        f"(original's best: {best_original:.2f} % at epoch {int(theirs.val_accuracy.idxmax())})",
+    ]

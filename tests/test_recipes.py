@@ -78,3 +78,27 @@ def test_a_rebuilt_config_names_the_models_relative_to_the_project_so_another_cl
     where = recipes.rebuild("b", tiny_fer(), tmp_path / "out", models_dir=tmp_path / "models")
     assert load_config(where["b"]).teacher == "out/a/training" == load_config(where["b"]).init_from
     assert recipes.recorded(Path("/elsewhere/training")) == "/elsewhere/training"
+
+
+def test_a_rebuilt_curve_is_compared_with_the_original_epoch_by_epoch(tmp_path):
+    header = "epoch,learning_rate,seconds,loss,accuracy,val_loss,val_accuracy\n"
+    (tmp_path / "original").mkdir()
+    (tmp_path / "original" / "history.csv").write_text(
+        header + "1,0.1,9,2.0,0.3,1.9,0.40\n2,0.1,9,1.0,0.5,1.5,0.50\n3,0.1,9,0.8,0.6,1.4,0.65\n")
+    (tmp_path / "rebuilt").mkdir()
+    (tmp_path / "rebuilt" / "history.csv").write_text(header + "1,0.1,7,2.2,0.3,1.9,0.46\n2,0.1,7,1.0,0.5,1.5,0.48\n")
+    lines = recipes.compare_curves(tmp_path / "rebuilt", tmp_path / "original")
+    assert lines == [
+        "epochs compared: 2 (rebuilt run: 2, original: 3)",
+        "training loss: 5.00 % apart on average, 10.00 % at most",
+        "PublicTest accuracy per epoch: 4.00 points apart on average, 6.00 at most",
+        "best PublicTest by epoch 2: 48.00 % rebuilt, 50.00 % original (original's best: 65.00 % at epoch 3)",
+    ]
+
+
+def test_comparing_a_model_that_has_no_rebuilt_curve_is_one_clear_error(tmp_path, capsys):
+    from lightfer_utils.cli import main
+
+    assert main(["rebuild", "light_fer_net_deep_edge", "--compare", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("lightfer: error:") == 1 and "no training history to compare" in err and "Traceback" not in err
