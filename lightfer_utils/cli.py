@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from lightfer_utils import CLASS_NAMES, __version__
 from lightfer_utils.runtime.faces import DEFAULT_MAX_PIXELS, DEFAULT_MIN_FACE
@@ -77,8 +78,6 @@ def _load_labelled(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import json
-
     from lightfer_utils.data import stratified_subset
     from lightfer_utils.training.pipeline import Augmentation
     from lightfer_utils.training.train import TrainConfig, load_config, train
@@ -87,10 +86,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         config = load_config(out)
     else:
-        augmentation = Augmentation(erase_probability=args.erase_probability).as_dict()
+        changes = {**_json_object(args.augmentation, "--augmentation"), "erase_probability": args.erase_probability}
+        augmentation = Augmentation().changed(changes).as_dict()
         given = vars(args)  # settings left out take TrainConfig's defaults (the options default to SUPPRESS)
         settings = {field: given[option] for option, field in TRAIN_SETTINGS.items() if option in given}
-        config = TrainConfig(model=args.model, model_config=json.loads(args.model_config),
+        config = TrainConfig(model=args.model, model_config=_json_object(args.model_config, "--model-config"),
                              class_weights=args.class_weights, augmentation=augmentation, teacher=",".join(args.teacher),
                              teacher_flip=args.teacher_flip, teacher_offline=args.teacher_offline,
                              init_from=args.init_from, **settings)
@@ -100,6 +100,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     train(config, data.split("Training"), data.split("PublicTest"), out)
     print(f"best weights: {out / 'best_weights.h5'}; ship them with: lightfer ship {out} --name NAME")
     return 0
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{option} is not JSON ({err}): {text}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} must be a JSON object, got: {text}")
+    return value
 
 
 def _cmd_ship(args: argparse.Namespace) -> int:
@@ -453,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--label-smoothing", type=float, default=argparse.SUPPRESS, help="default: TrainConfig.label_smoothing")
     fit.add_argument("--class-weights", action="store_true")
     fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
+    fit.add_argument("--augmentation", default="{}", help="JSON settings of the augmentation that differ from the defaults "
+                     "(fields of pipeline.Augmentation), e.g. '{\"max_rotation_deg\": 0, \"max_shift\": 0}'")
     fit.add_argument("--teacher", nargs="+", default=[], help="trained model(s) (.keras or training directory; "
                      "relative: to the project root) to distil from; several teach by their mean probability")
     fit.add_argument("--teacher-flip", action="store_true", help="the teacher also sees the mirrored face (averaged)")

@@ -56,9 +56,26 @@ def test_a_latin_1_csv_names_the_file_and_the_fix(tmp_path, capsys):
     (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
     (["--model-config", '{"depth": 3}'], "takes no setting 'depth'"),
     (["--teacher", "models/absent_teacher"], "teacher or init-from model not found: models/absent_teacher"),
+    (["--augmentation", '{"max_tilt": 3}'], "no augmentation setting 'max_tilt'"),
+    (["--augmentation", '{"max_shift": "wide"}'], "augmentation setting 'max_shift' must be a number >= 0, got 'wide'"),
+    (["--augmentation", '{"flip": 1}'], "augmentation setting 'flip' must be true or false, got 1"),
+    (["--augmentation", "[0.1]"], "--augmentation must be a JSON object"),
+    (["--model-config", "{widths: 3}"], "--model-config is not JSON"),
 ])
 def test_a_bad_training_request_leaves_no_config_behind(tmp_path, capsys, good_csv, args, message):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--data", str(good_csv[0]), "--epochs", "1", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (out / "config.json").exists()
+
+
+def test_augmentation_settings_given_on_the_command_line_are_the_run_s(tmp_path, good_csv):
+    import json
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", str(good_csv[0]), "--epochs", "1", "--batch-size", "7",
+                 "--model-config", '{"widths": [8, 8, 8, 8], "blocks": [0, 1, 1, 1]}',
+                 "--augmentation", '{"max_rotation_deg": 0, "max_shift": 0.05}', "--erase-probability", "0.5"]) == 0
+    augmentation = json.loads((out / "config.json").read_text())["augmentation"]
+    assert augmentation["max_rotation_deg"] == 0 and augmentation["max_shift"] == 0.05
+    assert augmentation["erase_probability"] == 0.5 and augmentation["max_zoom"] == 0.1  # the rest: defaults

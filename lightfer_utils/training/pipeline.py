@@ -31,6 +31,17 @@ class Augmentation:
     def as_dict(self) -> dict[str, float | bool]:
         return asdict(self)
 
+    def changed(self, changes: dict[str, object]) -> Augmentation:
+        """These settings with `changes` (user input: names and types are checked)."""
+        settings = self.as_dict()
+        for name, value in changes.items():
+            if name not in settings:
+                raise ValueError(f"no augmentation setting {name!r} (settings: {', '.join(settings)})")
+            wanted = bool if isinstance(settings[name], bool) else (int, float)
+            if not isinstance(value, wanted) or (wanted != bool and isinstance(value, bool)) or value < 0:
+                raise ValueError(f"augmentation setting {name!r} must be {'true or false' if wanted == bool else 'a number >= 0'}, got {value!r}")
+        return Augmentation(**{**settings, **changes})
+
 
 def augment_batch(images: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor:
     """Random flip, shift/rotation/zoom (one affine warp) and brightness/contrast on a batch of
