@@ -142,9 +142,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from lightfer_utils.runtime import shipped_models
-    from lightfer_utils.training.evaluate import evaluate, flip_tta, mean_predictor
+    from lightfer_utils.training.evaluate import TrainingRunPredictor, evaluate, flip_tta, mean_predictor
 
-    members = [shipped_models.load(model) for model in args.models]
+    members = [TrainingRunPredictor(Path(model)) if Path(model).is_dir() else shipped_models.load(model)
+               for model in args.models]
     predict = mean_predictor(members)
     split = _load_labelled(args).split(args.split)
     result = evaluate(predict, split.images, split.labels)
@@ -499,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     edge.set_defaults(handler=_cmd_ship_edge)
 
     score = commands.add_parser("evaluate", parents=[labels],
-                                help="accuracy of a model file (any format), or of several by their mean probability, on a split")
-    score.add_argument("models", nargs="+", metavar="model")
+                                help="accuracy of a model file (any format) or training run, or of several by their mean "
+                                "probability, on a split")
+    score.add_argument("models", nargs="+", metavar="model", help="a shipped name, a model file or a training run directory")
     score.add_argument("--split", default="PrivateTest", choices=("Training", "PublicTest", "PrivateTest"))
     score.add_argument("--tta", action="store_true", help="also report horizontal-flip TTA, separately")
     score.set_defaults(handler=_cmd_evaluate)

@@ -113,6 +113,20 @@ def test_evaluate_command_scores_an_ensemble_by_mean_probability(shipped, contes
     assert json.loads(out[out.index("{"):out.index("}") + 1])["accuracy"] == single["accuracy"]
 
 
+def test_evaluate_command_scores_a_training_run_as_its_shipped_file(shipped, contest_csv, capsys):
+    # a run is scored from its best weights before it is shipped; an empty folder is one error line
+    for model in (shipped / "tiny.keras", shipped.parent / "run"):
+        assert main(["evaluate", str(model), "--data", str(contest_csv), "--split", "PublicTest"]) == 0
+    shipped_out, run_out = capsys.readouterr().out.split("on PublicTest, 14 faces:")[1:]
+    assert "(keras, training run)" in shipped_out  # the second header line ends the first block
+    assert json.loads(run_out[run_out.index("{"):run_out.index("}") + 1]) == \
+        json.loads(shipped_out[shipped_out.index("{"):shipped_out.index("}") + 1])
+    empty = shipped.parent / "not_a_run"
+    empty.mkdir()
+    assert main(["evaluate", str(empty), "--data", str(contest_csv)]) == 2
+    assert "not a finished training run" in capsys.readouterr().err
+
+
 def test_training_on_ferplus_soft_labels(contest_csv, tmp_path):
     usage = [SPLITS[i // 14] for i in range(42)]
     votes = [[0] * 10 for _ in range(42)]
