@@ -418,7 +418,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 # `lightfer train` options that set a TrainConfig field of another name or default
 TRAIN_SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "label_smoothing": "label_smoothing",
                   "distill_alpha": "distill_alpha", "distill_temperature": "distill_temperature", "patience": "patience",
-                  "seed": "seed"}
+                  "seed": "seed", "warmup_epochs": "warmup_epochs", "weight_average_decay": "weight_average_decay"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -464,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help="default: TrainConfig.batch_size")
     fit.add_argument("--lr", type=float, default=argparse.SUPPRESS, help="default: TrainConfig.learning_rate")
     fit.add_argument("--label-smoothing", type=float, default=argparse.SUPPRESS, help="default: TrainConfig.label_smoothing")
+    fit.add_argument("--warmup-epochs", type=int, default=argparse.SUPPRESS, help="default: TrainConfig.warmup_epochs")
+    fit.add_argument("--weight-average-decay", type=float, default=argparse.SUPPRESS,
+                     help="keep an exponential moving average of the weights with this decay (e.g. 0.999); PublicTest "
+                     "scores and best_weights.h5 keeps the average (default: off)")
     fit.add_argument("--class-weights", action="store_true")
     fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
     fit.add_argument("--augmentation", default="{}", help="JSON settings of the augmentation that differ from the defaults "

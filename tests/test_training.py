@@ -13,6 +13,7 @@ import tf_keras as keras
 
 from conftest import random_faces
 from lightfer_utils.data import FerData
+from lightfer_utils.runtime.predictor import model_input
 from lightfer_utils.training.pipeline import Augmentation, augment_batch, training_dataset
 from lightfer_utils.training.train import TrainConfig, load_best, load_config, train
 
@@ -283,3 +284,49 @@ def test_training_cost_is_measured_for_each_named_model_and_scaled_to_a_full_epo
     assert training_cost_table("", data, 71, steps=1).empty
     with pytest.raises(ValueError, match="unknown"):
         training_cost_table("nosuchnet", data, 71, steps=1)
+
+
+def test_weight_average_follows_the_warmed_up_decay():
+    from lightfer_utils.training.train import WeightAverage
+
+    model = keras.Sequential([keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", input_shape=(1,))])
+    average = WeightAverage(model, decay=0.5)
+    expected = 0.0
+    for step, value in enumerate([1.0, 2.0, 4.0, 4.0, 4.0]):
+        model.layers[0].kernel.assign([[value]])
+        average._update()
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * value
+        np.testing.assert_allclose(average.average[0].numpy(), [[expected]], rtol=1e-6)
+    average.swap_in()
+    np.testing.assert_allclose(model.get_weights()[0], [[expected]], rtol=1e-6)
+    average.swap_out()
+    np.testing.assert_allclose(model.get_weights()[0], [[4.0]])
+    with pytest.raises(ValueError, match="weight_average_decay"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_weight_averaged_run_validates_and_keeps_the_average_and_resumes_it(tmp_path):
+    config = TrainConfig(model_config={"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0},
+                         epochs=2, batch_size=16, patience=0, warmup_epochs=0, weight_average_decay=0.9)
+    train_data, val_data = tiny_split(64, 1, 0), tiny_split(21, 2, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_data, val_data, tmp_path / "run", verbose=0, callbacks=[_Interrupt()])
+    checkpoint = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoint" / "ckpt-1"))
+    names = checkpoint.get_variable_to_shape_map()
+    averaged = sorted(n for n in names if n.startswith("weight_average/average/") and n.endswith("VARIABLE_VALUE"))
+    best = load_best(tmp_path / "run")  # after one epoch, the best epoch is that one
+    assert len(averaged) == len(best.weights) and checkpoint.get_tensor("weight_average/steps/.ATTRIBUTES/VARIABLE_VALUE") == 4
+    kept = [checkpoint.get_tensor(f"weight_average/average/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(best.weights))]
+    for weight, value in zip(best.get_weights(), kept):
+        np.testing.assert_array_equal(weight, value)
+    raw = checkpoint.get_tensor("model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    assert not np.array_equal(raw, best.get_weights()[0])  # the average, not the last step's weights
+    recorded = float((tmp_path / "run" / "history.csv").read_text().splitlines()[1].split(",")[-1])
+    predicted = best(tf.constant(model_input(val_data.images)), training=False).numpy().argmax(1)
+    assert recorded == pytest.approx(float(np.mean(predicted == val_data.labels)), abs=1e-6)
+    train(config, train_data, val_data, tmp_path / "run", verbose=0)  # resumes with the average of epoch 1
+    straight = train(config, train_data, val_data, tmp_path / "straight", verbose=0)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epochs_done"] == 2
+    for a, b in zip(load_best(tmp_path / "run").get_weights(), straight.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -115,8 +115,12 @@ def training_recipe(config: dict[str, Any]) -> str:
     if config.get("teacher"):
         teachers = " + ".join(f"`{t}`" for t in config["teacher"].split(","))
         mirrored = ", each with its mirrored face" if config.get("teacher_flip") else ""
+        offline = ", offline: on the un-augmented faces" if config.get("teacher_offline") else ""
         parts.append(f"distilled from {teachers}{mirrored} (alpha {config['distill_alpha']:g}, "
-                     f"temperature {config['distill_temperature']:g})")
+                     f"temperature {config['distill_temperature']:g}{offline})")
+    if config.get("weight_average_decay"):
+        parts.append(f"exponential moving average of the weights (decay {config['weight_average_decay']:g}), which "
+                     "PublicTest scored and the model keeps")
     return "; ".join(parts)
 
 
