@@ -142,7 +142,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from lightfer_utils.runtime import shipped_models
-    from lightfer_utils.training.evaluate import TrainingRunPredictor, evaluate, flip_tta, mean_predictor
+    from lightfer_utils.training.evaluate import evaluate, flip_tta, mean_predictor
+    from lightfer_utils.training.train import TrainingRunPredictor
 
     members = [TrainingRunPredictor(Path(model)) if Path(model).is_dir() else shipped_models.load(model)
                for model in args.models]
@@ -156,6 +157,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.tta:
         print(f"flip TTA accuracy: {evaluate(flip_tta(predict), split.images, split.labels).accuracy:.4f}")
     print(result.confusion.to_string())
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from lightfer_utils.training.runs import config_differences, summarize
+
+    try:
+        at = sorted({int(epoch) for epoch in args.at.split(",") if epoch.strip()})
+    except ValueError:
+        raise ValueError(f"--at takes comma-separated epoch numbers, got {args.at!r}") from None
+    runs = [Path(run) for run in args.runs]
+    print(summarize(runs, at).to_string(na_rep="-"))
+    differences = config_differences(runs)
+    if len(runs) > 1:
+        print("\nsettings that differ:" if len(differences) else "\nthe runs have the same settings")
+        if len(differences):
+            print(differences.to_string(na_rep="-"))
     return 0
 
 
@@ -510,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--split", default="PrivateTest", choices=("Training", "PublicTest", "PrivateTest"))
     score.add_argument("--tta", action="store_true", help="also report horizontal-flip TTA, separately")
     score.set_defaults(handler=_cmd_evaluate)
+
+    runs = commands.add_parser("runs", help="training runs side by side from their files: epochs, best PublicTest, "
+                               "best by given epochs, seconds per epoch, the settings that differ")
+    runs.add_argument("runs", nargs="+", metavar="run_dir")
+    runs.add_argument("--at", default="10,20,40,60", help="epochs at which to show the best PublicTest reached so far "
+                      "(default: 10,20,40,60)")
+    runs.set_defaults(handler=_cmd_runs)
 
     again = commands.add_parser("rebuild", help="rebuild a shipped model and every model it depends on from their "
                                 "recipes, in order; resumable, finished steps skipped")

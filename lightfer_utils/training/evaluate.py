@@ -40,23 +40,6 @@ def flip_tta(predict: Predictor) -> Predictor:
     return predict_tta
 
 
-class TrainingRunPredictor:
-    """A training run directory's best epoch (its best_weights.h5 in its config's architecture), so
-    that runs can be scored before they are shipped. Weights only: nothing in the run can run code."""
-
-    runtime = "keras, training run"
-
-    def __init__(self, run_dir: Path, batch_size: int = 256):
-        from lightfer_utils.runtime.predictor import keras_predictor
-        from lightfer_utils.training.train import load_trained
-
-        self.path = run_dir
-        self._predict = keras_predictor(load_trained(run_dir), batch_size)
-
-    def __call__(self, faces: np.ndarray) -> np.ndarray:
-        return self._predict(faces)
-
-
 def mean_predictor(members: list[Predictor]) -> Predictor:
     """The mean probability of several models (an ensemble, e.g. a distillation teacher)."""
     if not members:

@@ -27,7 +27,7 @@ import tf_keras as keras
 
 from lightfer_utils import NUM_CLASSES
 from lightfer_utils.data import FerData
-from lightfer_utils.runtime.predictor import model_input
+from lightfer_utils.runtime.predictor import keras_predictor, model_input
 from lightfer_utils.training.evaluate import count_flops, count_parameters
 from lightfer_utils.training.models import build_model
 from lightfer_utils.training.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
@@ -456,3 +456,17 @@ def load_trained(path: str | os.PathLike[str]) -> keras.Model:
     if source.suffix.lower() not in KERAS_SUFFIXES:
         raise ValueError(f"{source}: expected a Keras model (.keras/.h5) or a training run directory")
     return load_predictor(source).model
+
+
+class TrainingRunPredictor:
+    """A training run directory's best epoch (its best_weights.h5 in its config's architecture), so
+    that runs can be scored before they are shipped. Weights only: nothing in the run can run code."""
+
+    runtime = "keras, training run"
+
+    def __init__(self, run_dir: Path, batch_size: int = 256):
+        self.path = run_dir
+        self._predict = keras_predictor(load_trained(run_dir), batch_size)
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self._predict(faces)
