@@ -58,6 +58,25 @@ def test_random_erasing_replaces_one_rectangle_of_the_chosen_faces_and_nothing_e
     np.testing.assert_array_equal(plain, with_zero)
 
 
+def test_mixup_blends_faces_and_targets_with_the_same_weights_and_leaves_the_rest_as_it_was():
+    faces, labels = random_faces(32), np.arange(32) % 7
+    still = dict(flip=False, max_shift=0, max_rotation_deg=0, max_zoom=0, max_brightness=0, max_contrast=0)
+    plain = next(iter(training_dataset(faces, labels, 16, seed=3, augmentation=Augmentation(**still))))
+    mixed = next(iter(training_dataset(faces, labels, 16, seed=3, augmentation=Augmentation(**still, mixup_alpha=0.4))))
+    x, y = (t.numpy() for t in plain)
+    mx, my = (t.numpy() for t in mixed)
+    np.testing.assert_allclose(my.sum(1), 1, atol=1e-6)
+    differ = y.argmax(1) != y[::-1].argmax(1)  # where the partner's class differs, the own class keeps weight lambda
+    assert differ.sum() >= 8
+    weight = my[np.arange(16), y.argmax(1)][differ]
+    blend = weight[:, None, None, None] * x[differ] + (1 - weight[:, None, None, None]) * x[::-1][differ]
+    np.testing.assert_allclose(mx[differ], blend, atol=1e-2)
+    assert 0 < weight.min() and weight.max() < 1 and weight.std() > 0.05  # drawn per face
+    normal = next(iter(training_dataset(faces, labels, 16, seed=3)))
+    unmixed = next(iter(training_dataset(faces, labels, 16, seed=3, augmentation=Augmentation(mixup_alpha=0.0))))
+    np.testing.assert_array_equal(normal[0].numpy(), unmixed[0].numpy())
+
+
 def test_epoch_k_is_the_same_whether_started_at_0_or_k():
     faces, labels = random_faces(48), np.arange(48) % 7
     from_start = list(training_dataset(faces, labels, 16, seed=3).take(6))  # 3 batches per epoch

@@ -27,6 +27,7 @@ class Augmentation:
     max_contrast: float = 0.2  # factor in [1 - c, 1 + c]
     erase_probability: float = 0.0  # random erasing (Zhong et al. 2020): share of faces with a noise patch
     erase_max_area: float = 0.25  # largest patch, as a fraction of the face (smallest: 0.02)
+    mixup_alpha: float = 0.0  # mixup (Zhang et al. 2018): > 0 blends each face and its target with another's, weight ~ Beta(a, a)
 
     def as_dict(self) -> dict[str, float | bool]:
         return asdict(self)
@@ -97,6 +98,18 @@ def random_erase(images: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Te
     return tf.where(patch, noise, images)
 
 
+def mix_batch(faces: tf.Tensor, targets: tf.Tensor, seed: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup: each face and its target blended with those of the face at the mirrored position of
+    the (shuffled) batch, weight lambda ~ Beta(alpha, alpha) drawn per face."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    batch = tf.shape(faces)[:1]
+    first = tf.random.stateless_gamma(batch, seeds[0], alpha)
+    weight = first / (first + tf.random.stateless_gamma(batch, seeds[1], alpha))
+    faces = weight[:, None, None, None] * faces + (1 - weight[:, None, None, None]) * tf.reverse(faces, axis=[0])
+    targets = weight[:, None] * targets + (1 - weight[:, None]) * tf.reverse(targets, axis=[0])
+    return faces, targets
+
+
 def _targets(labels: np.ndarray) -> np.ndarray:
     """One-hot (or already soft [N, 7]) float32 targets."""
     if labels.ndim == 2:
@@ -136,11 +149,14 @@ def training_dataset(
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True).enumerate()
 
         def load(step: tf.Tensor, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            faces = tf.cast(tf.gather(x, index), tf.float32)
+            faces, targets = tf.cast(tf.gather(x, index), tf.float32), tf.gather(y, index)
             if augmentation is not None:
                 batch_seed = tf.stack([tf.cast(seed, tf.int64) * 100003 + epoch, step])
                 faces = augment_batch(faces, batch_seed, augmentation)
-            return faces, tf.gather(y, index)
+                if augmentation.mixup_alpha > 0:  # a seed of its own, so the draws above stay as they were
+                    faces, targets = mix_batch(faces, targets, tf.random.experimental.stateless_fold_in(batch_seed, 8),
+                                               augmentation.mixup_alpha)
+            return faces, targets
 
         return batches.map(load, num_parallel_calls=1)
 
