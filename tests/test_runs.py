@@ -35,6 +35,10 @@ def test_runs_are_compared_by_the_best_reached_by_each_epoch(tmp_path):
         ("in progress", 45.0, 60.0)
     differences = config_differences([short, long])
     assert set(differences.index) == {"epochs", "seed", "augmentation.max_zoom"}
+    config = json.loads((short / "config.json").read_text())
+    del config["seed"]  # a config written before a setting existed
+    (short / "config.json").write_text(json.dumps(config))
+    assert pd.isna(config_differences([short, long]).loc["seed", str(short)])
 
 
 def test_runs_command_prints_the_table_and_refuses_what_is_not_a_run(tmp_path, capsys):

@@ -63,5 +63,5 @@ def config_differences(runs: list[Path]) -> pd.DataFrame:
     setting a run's config predates shows as missing."""
     flats = {str(run): _flat(_read_run(run)[0]) for run in runs}
     table = pd.DataFrame(flats)
-    differs = table.astype(str).nunique(axis=1) > 1
+    differs = table.astype(str).nunique(axis=1, dropna=False) > 1
     return table[differs]
