@@ -325,6 +325,12 @@ def test_weight_average_follows_the_warmed_up_decay():
         WeightAverage(model, decay=1.0)
 
 
+def test_a_bad_weight_average_decay_is_refused_before_the_run_is_written(tmp_path):
+    with pytest.raises(ValueError, match="weight_average_decay must lie in"):
+        train(TrainConfig(weight_average_decay=1.5), tiny_split(16, 1, 0), tiny_split(7, 2, 1), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_weight_averaged_run_validates_and_keeps_the_average_and_resumes_it(tmp_path):
     config = TrainConfig(model_config={"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0},
                          epochs=2, batch_size=16, patience=0, warmup_epochs=0, weight_average_decay=0.9)

@@ -302,6 +302,8 @@ def train(
     run = Path(run_dir)
     # everything the config names is checked before anything is written, so a mistake leaves no
     # config.json behind to block the corrected retry
+    if not 0 <= config.weight_average_decay < 1:
+        raise ValueError(f"weight_average_decay must lie in [0, 1) (0: off), got {config.weight_average_decay}")
     strategy = distribution_strategy()
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
