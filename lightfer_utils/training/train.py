@@ -180,9 +180,9 @@ def class_weight_map(labels: np.ndarray) -> dict[int, float]:
 class WeightAverage(keras.callbacks.Callback):
     """An exponential moving average of `model`'s weights, updated after every training step, with
     the usual warm-up of the decay, min(decay, (1 + n) / (10 + n)) at step n, so the random
-    initial weights fade fast. Validation runs with the averaged weights swapped in; `swapped()`
-    does the same for saving. `variables()` are checkpointed with the model, so a resumed run
-    continues the same average."""
+    initial weights fade fast. Validation runs with the averaged weights swapped in (`swap_in`,
+    `swap_out`; saving the best weights uses the same). `variables()` are checkpointed with the
+    model, so a resumed run continues the same average."""
 
     def __init__(self, model: keras.Model, decay: float):
         super().__init__()
