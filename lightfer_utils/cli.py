@@ -614,9 +614,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TENSORFLOW_COMMANDS = frozenset({"train", "ship", "ship-edge", "evaluate", "rebuild"})
+
+
+def import_tensorflow_quietly() -> None:
+    """TensorFlow writes its start-up lines (oneDNN on, no CUDA driver, cuInit failed) straight to
+    file descriptor 2 before its log level applies; hide them so that a command's own one-line
+    messages stand alone. TF_CPP_MIN_LOG_LEVEL below 2 or LIGHTFER_DEBUG=1 shows them."""
+    if ("tensorflow" in sys.modules or os.environ.get("LIGHTFER_DEBUG") == "1"
+            or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") < "2"):
+        return
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA platform's start-up, while quiet
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in TENSORFLOW_COMMANDS:
+            import_tensorflow_quietly()
         return args.handler(args)
     except ImportError as err:  # a runtime-only install (pip install .) running a training command
         if os.environ.get("LIGHTFER_DEBUG") == "1" or err.name is None or err.name.startswith("lightfer"):

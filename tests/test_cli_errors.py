@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -79,3 +82,15 @@ def test_augmentation_settings_given_on_the_command_line_are_the_run_s(tmp_path,
     augmentation = json.loads((out / "config.json").read_text())["augmentation"]
     assert augmentation["max_rotation_deg"] == 0 and augmentation["max_shift"] == 0.05
     assert augmentation["erase_probability"] == 0.5 and augmentation["max_zoom"] == 0.1  # the rest: defaults
+
+
+def test_a_tensorflow_command_s_refusal_is_its_only_line_on_stderr(tmp_path):
+    """TensorFlow's start-up lines go to file descriptor 2, past capsys: run the command itself."""
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(b"not an HDF5 file")
+    result = subprocess.run([sys.executable, "-m", "lightfer_utils.cli", "evaluate", str(damaged), "--data",
+                             str(tmp_path)], capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "LIGHTFER_DEBUG")})
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"lightfer: error: cannot read the architecture of {damaged}: ")
