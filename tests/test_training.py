@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -355,3 +357,36 @@ def test_weight_averaged_run_validates_and_keeps_the_average_and_resumes_it(tmp_
     assert json.loads((tmp_path / "run" / "state.json").read_text())["epochs_done"] == 2
     for a, b in zip(load_best(tmp_path / "run").get_weights(), straight.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+TWO_REPLICA_RUN = """
+import sys
+from pathlib import Path
+import lightfer_utils  # Keras 2 for TensorFlow, before it starts
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from lightfer_utils.training import train as training
+from test_training import tiny_split
+training.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+out, tiny = Path(sys.argv[1]), {"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}
+data = tiny_split(64, 1, 0), tiny_split(21, 2, 1)
+common = dict(model_config=tiny, batch_size=8, patience=0, warmup_epochs=0)
+training.train(training.TrainConfig(**common, epochs=1), *data, out / "teacher", verbose=0)
+student = training.TrainConfig(**common, epochs=2, weight_average_decay=0.9, teacher=str(out / "teacher"),
+                               teacher_flip=True, augmentation={"mixup_alpha": 0.2, "erase_probability": 0.5})
+training.train(student, *data, out / "student", verbose=0)
+"""
+
+
+def test_training_on_two_replicas_with_a_teacher_a_weight_average_and_mixup(tmp_path):
+    """The multi-GPU path (MirroredStrategy) on two logical CPUs, which must exist before TensorFlow
+    starts: hence a process of its own."""
+    result = subprocess.run([sys.executable, "-c", TWO_REPLICA_RUN, str(tmp_path)], cwd=Path(__file__).parent,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (tmp_path / "student" / "history.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and float(rows[0].split(",")[1]) == pytest.approx(2e-3)  # 1e-3 per replica batch
+    checkpoint = tf.train.load_checkpoint(str(tmp_path / "student" / "checkpoint" / "ckpt-2"))
+    assert checkpoint.get_tensor("weight_average/steps/.ATTRIBUTES/VARIABLE_VALUE") == 2 * 4  # global batch 16
+    assert load_best(tmp_path / "student").count_params() == 3815  # the best weights saved under the strategy load
