@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,36 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_training(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lightfer_utils.data import FerData
+    from lightfer_utils.training.pipeline import steps_per_epoch
+    from lightfer_utils.training.train import PRECISIONS, load_config, seconds_per_step
+    from lightfer_utils.training.zoo import TRAINING_FACES
+
+    precisions = [p for p in args.precision.split(",") if p]
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if not precisions or unknown:
+        raise ValueError(f"--precision takes {', '.join(PRECISIONS)} (comma-separated), got {args.precision!r}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if not (Path(args.run_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{args.run_dir} is not a training run: no config.json")
+    config = load_config(args.run_dir)
+    count = 4 * config.batch_size  # the time of a step does not depend on what the faces show
+    faces = FerData(images=np.random.default_rng(0).integers(0, 256, (count, 48, 48), dtype=np.uint8),
+                    labels=np.arange(count) % 7, usage=np.zeros(count, np.int64), sources=np.array(["random"] * count),
+                    csv_rows=np.full(count, -1), origin="random faces", source_rows=count)
+    steps = steps_per_epoch(TRAINING_FACES, config.batch_size)
+    print(f"{args.run_dir} ({config.model}, batch {config.batch_size}, teacher: {config.teacher or 'none'}), "
+          f"{_cpu_name()}:")
+    for precision in precisions:
+        seconds = seconds_per_step(replace(config, precision=precision), faces, steps=args.steps)
+        print(f"  {precision}: {seconds * 1000:.0f} ms per step, {seconds * steps:.0f} s per epoch of {steps} steps")
+    return 0
+
+
 def _cmd_bench_faces(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
@@ -436,7 +467,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 # `lightfer train` options that set a TrainConfig field of another name or default
 TRAIN_SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "label_smoothing": "label_smoothing",
                   "distill_alpha": "distill_alpha", "distill_temperature": "distill_temperature", "patience": "patience",
-                  "seed": "seed", "warmup_epochs": "warmup_epochs", "weight_average_decay": "weight_average_decay"}
+                  "seed": "seed", "warmup_epochs": "warmup_epochs", "weight_average_decay": "weight_average_decay",
+                  "precision": "precision"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -486,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--weight-average-decay", type=float, default=argparse.SUPPRESS,
                      help="keep an exponential moving average of the weights with this decay (e.g. 0.999); PublicTest "
                      "scores and best_weights.h5 keeps the average (default: off)")
+    fit.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default=argparse.SUPPRESS,
+                     help="mixed_bfloat16: layers compute in bfloat16, weights stay float32; faster on CPUs with "
+                     "bfloat16 instructions (avx512_bf16, amx_bf16), slower elsewhere (default: float32)")
     fit.add_argument("--class-weights", action="store_true")
     fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
     fit.add_argument("--augmentation", default="{}", help="JSON settings of the augmentation that differ from the defaults "
@@ -604,6 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--full-detect-every", type=int, default=0, metavar="K",
                           help="benchmark the video mode of predict --full-detect-every on a moving face")
     pipeline.set_defaults(handler=_cmd_bench_pipeline)
+    cost = bench.add_parser("training", help="time of a training step and of an epoch for a run's config (model, "
+                            "batch, augmentation, teacher) in each precision, on this machine")
+    cost.add_argument("run_dir", help="a training run directory (its config.json)")
+    cost.add_argument("--precision", default="float32,mixed_bfloat16", help="comma-separated (default: both)")
+    cost.add_argument("--steps", type=int, default=10, help="timed steps per precision, after 2 untimed")
+    cost.set_defaults(handler=_cmd_bench_training)
     faces = bench.add_parser("faces", help="face recall per face size and time per frame for --min-face settings, "
                              "on real faces pasted at known sizes into 1280x960 frames and a 12 MP photo")
     faces.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
@@ -614,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TENSORFLOW_COMMANDS = frozenset({"train", "ship", "ship-edge", "evaluate", "rebuild"})
+TENSORFLOW_COMMANDS = frozenset({"train", "ship", "ship-edge", "evaluate", "rebuild", "bench training"})
 
 
 def import_tensorflow_quietly() -> None:
@@ -641,7 +682,7 @@ def import_tensorflow_quietly() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in TENSORFLOW_COMMANDS:
+        if " ".join(filter(None, (args.command, getattr(args, "bench_command", None)))) in TENSORFLOW_COMMANDS:
             import_tensorflow_quietly()
         return args.handler(args)
     except ImportError as err:  # a runtime-only install (pip install .) running a training command

@@ -17,7 +17,7 @@ from conftest import random_faces
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import model_input
 from lightfer_utils.training.pipeline import Augmentation, augment_batch, training_dataset
-from lightfer_utils.training.train import TrainConfig, load_best, load_config, train
+from lightfer_utils.training.train import TrainConfig, load_best, load_config, load_trained, train
 
 
 def test_augmentation_is_a_function_of_its_seed():
@@ -390,3 +390,51 @@ def test_training_on_two_replicas_with_a_teacher_a_weight_average_and_mixup(tmp_
     checkpoint = tf.train.load_checkpoint(str(tmp_path / "student" / "checkpoint" / "ckpt-2"))
     assert checkpoint.get_tensor("weight_average/steps/.ATTRIBUTES/VARIABLE_VALUE") == 2 * 4  # global batch 16
     assert load_best(tmp_path / "student").count_params() == 3815  # the best weights saved under the strategy load
+
+
+class _ComputeDtypes(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.dtypes = {layer.name: layer.compute_dtype for layer in self.model.layers}
+
+
+def test_a_mixed_bfloat16_run_computes_in_bfloat16_and_leaves_float32_weights_and_policy(tmp_path):
+    config = TrainConfig(model_config={"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0},
+                         epochs=1, batch_size=16, patience=0, warmup_epochs=0, precision="mixed_bfloat16")
+    seen = _ComputeDtypes()
+    best = train(config, tiny_split(64, 1, 0), tiny_split(21, 2, 1), tmp_path / "run", verbose=0, callbacks=[seen])
+    assert seen.dtypes["stem_conv"] == "bfloat16" and seen.dtypes["probabilities"] == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert {layer.compute_dtype for layer in best.layers} == {"float32"}  # what ship and evaluate get
+    assert {w.dtype for w in best.weights} == {tf.float32}
+    assert load_config(tmp_path / "run").precision == "mixed_bfloat16"
+    as_teacher = load_trained(tmp_path / "run", "mixed_bfloat16")  # how a mixed-precision run loads its teachers
+    assert as_teacher.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_an_unknown_precision_is_refused_before_the_run_is_written(tmp_path):
+    with pytest.raises(ValueError, match="precision must be one of float32, mixed_bfloat16, got 'float16'"):
+        train(TrainConfig(precision="float16"), tiny_split(16, 1, 0), tiny_split(7, 2, 1), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bench_training_times_a_run_s_steps_in_each_precision(tmp_path, capsys):
+    from lightfer_utils.cli import main
+
+    tiny = TrainConfig(model_config={"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0},
+                       epochs=1, batch_size=16, patience=0, warmup_epochs=0)
+    train(tiny, tiny_split(64, 1, 0), tiny_split(21, 2, 1), tmp_path / "teacher", verbose=0)
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "config.json").write_text(
+        TrainConfig(**{**tiny.__dict__, "teacher": str(tmp_path / "teacher")}).to_json())
+    capsys.readouterr()
+    assert main(["bench", "training", str(tmp_path / "student"), "--steps", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"teacher: {tmp_path / 'teacher'}" in out[0]
+    assert [line.split(":")[0].strip() for line in out[1:]] == ["float32", "mixed_bfloat16"]
+    assert all(" ms per step, " in line and line.endswith("s per epoch of 1794 steps") for line in out[1:])
+    assert main(["bench", "training", str(tmp_path / "student"), "--precision", "float16"]) == 2
+    assert main(["bench", "training", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--precision takes float32, mixed_bfloat16 (comma-separated), got 'float16'" in err
+    assert f"{tmp_path} is not a training run: no config.json" in err

@@ -2,6 +2,7 @@
 
 Each model normalises its input inside the graph and ends in a softmax over the 7 FER2013
 classes, so every exported format takes the same raw faces and gives the same probabilities.
+That softmax is float32 also when a run trains in mixed precision (the loss needs its digits).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _classifier(x, name: str, dropout: float = 0.0) -> keras.layers.Layer:
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
 
 
 def mini_xception(l2: float = 0.01) -> keras.Model:
@@ -54,7 +55,7 @@ def mini_xception(l2: float = 0.01) -> keras.Model:
         x = layers.Add(name=p + "add")([x, residual])
     x = layers.Conv2D(NUM_CLASSES, 3, padding="same", name="class_conv")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    out = layers.Activation("softmax", name="probabilities")(x)
+    out = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(raw, out, name="mini_xception")
 
 
@@ -106,7 +107,7 @@ def vgg_style(widths: tuple[int, ...] = (64, 128, 256, 512), dense: int = 512, d
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense, activation="relu", name="fc")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    out = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(raw, out, name="vgg_style")
 
 
@@ -119,7 +120,7 @@ def simple_cnn(dropout: float = 0.5) -> keras.Model:
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(256, activation="relu", name="fc")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    out = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(raw, out, name="simple_cnn")
 
 
@@ -130,7 +131,7 @@ def _applications_model(application: Callable[..., keras.Model], name: str, size
     x = layers.Concatenate(name="to_rgb")([x, x, x])
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(x)
     backbone = application(weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg")
-    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(backbone(x))
+    out = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(backbone(x))
     return keras.Model(raw, out, name=name)
 
 

@@ -11,6 +11,7 @@ PrivateTest is never touched here: model selection uses PublicTest only.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -18,7 +19,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -72,6 +73,10 @@ class TrainConfig:
     # after every step with this decay (0.999 averages over ~1,000 steps, about 2 epochs at batch
     # 64); PublicTest scores the average, best_weights.h5 holds it. 0: off
     weight_average_decay: float = 0.0
+    # "mixed_bfloat16": layers compute in bfloat16, weights, optimizer, average and the softmax stay
+    # float32 (faster on CPUs with bfloat16 instructions, avx512_bf16 or amx_bf16, slower on
+    # others); the saved weights are float32 either way, so exports and evaluation are unchanged
+    precision: str = "float32"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -152,6 +157,31 @@ def ensemble_teacher(members: list[keras.Model], flip: bool) -> Callable[..., tf
         return tf.add_n([member(view, training=False) for member in members for view in views]) / (len(members) * len(views))
 
     return predict
+
+
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to `name` while models are built and trained inside."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this x86 CPU computes in bfloat16 natively (elsewhere oneDNN emulates it, slowly)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -298,12 +328,21 @@ def train(
     verbose: int = 2,
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> keras.Model:
-    """Train (or resume) in ``run_dir``; returns the best model by PublicTest accuracy."""
-    run = Path(run_dir)
+    """Train (or resume) in ``run_dir``; returns the best model by PublicTest accuracy (float32)."""
     # everything the config names is checked before anything is written, so a mistake leaves no
     # config.json behind to block the corrected retry
     if not 0 <= config.weight_average_decay < 1:
         raise ValueError(f"weight_average_decay must lie in [0, 1) (0: off), got {config.weight_average_decay}")
+    with precision_policy(config.precision):
+        if config.precision != "float32" and not cpu_has_bfloat16():
+            print(f"note: this CPU has no bfloat16 instructions; precision {config.precision} trains slower here "
+                  "than float32")
+        _train(config, train_data, val_data, Path(run_dir), verbose, callbacks or [])
+    return load_best(run_dir)
+
+
+def _train(config: TrainConfig, train_data: FerData, val_data: FerData, run: Path, verbose: int,
+           callbacks: list[keras.callbacks.Callback]) -> None:
     strategy = distribution_strategy()
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
@@ -335,7 +374,7 @@ def train(
         finished = json.loads(state_file.read_text())
         if finished.get("stopped_early") or finished["epochs_done"] >= config.epochs:
             print(f"{run} is complete ({finished['epochs_done']} epochs)")
-            return load_best(run)
+            return
     with strategy.scope():
         average = WeightAverage(model, config.weight_average_decay) if config.weight_average_decay else None
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
@@ -350,7 +389,7 @@ def train(
         print(f"resuming {run} after epoch {state['epochs_done']}")
     if state.get("stopped_early") or state["epochs_done"] >= config.epochs:
         print(f"{run} is complete ({state['epochs_done']} epochs)")
-        return load_best(run)
+        return
     if config.init_from and state["epochs_done"] == 0:
         start = load_trained(project_path(config.init_from))
         if [w.shape for w in start.weights] != [w.shape for w in model.weights]:
@@ -365,14 +404,7 @@ def train(
     if config.teacher and config.teacher_offline:
         train_labels = offline_targets(config, train_data, run)
     with strategy.scope():  # the teacher is needed only when there is training left to do
-        trained = model if not config.teacher or config.teacher_offline else Distiller(
-            model, ensemble_teacher([load_trained(project_path(t)) for t in config.teacher.split(",")], config.teacher_flip),
-            config.distill_alpha, config.distill_temperature)
-        trained.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
+        trained = compiled_for_training(config, model, optimizer)
     batch = config.batch_size * replicas
     augmentation = Augmentation(**config.augmentation) if config.augmentation else None
     val_labels = val_data.soft_labels if val_data.soft_labels is not None else val_data.labels
@@ -388,11 +420,25 @@ def train(
             keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, config, replicas)),
             *([average] if average else []),  # before _EpochState, which saves what was validated
             _EpochState(run, manager, state, config.patience, model, average),
-            *(callbacks or []),
+            *callbacks,
         ],
         verbose=verbose,
     )
-    return load_best(run)
+
+
+def compiled_for_training(config: TrainConfig, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.Model:
+    """What `fit` trains: the model itself or, with an online teacher, a Distiller around it (its
+    teachers computing in the run's precision); compiled with the run's loss and accuracy."""
+    trained = model if not config.teacher or config.teacher_offline else Distiller(
+        model, ensemble_teacher([load_trained(project_path(t), config.precision) for t in config.teacher.split(",")],
+                                config.teacher_flip),
+        config.distill_alpha, config.distill_temperature)
+    trained.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return trained
 
 
 def set_determinism(enabled: bool) -> None:
@@ -402,15 +448,15 @@ def set_determinism(enabled: bool) -> None:
 
 
 def seconds_per_step(config: TrainConfig, train_data: FerData, steps: int = 5, warmup: int = 2) -> float:
-    """Measured wall time of one training step of the model `config` builds (its batch size and
-    augmentation, Adam, no teacher), after `warmup` steps: what training costs on this machine,
-    for models whose full training does not fit on it."""
+    """Measured wall time of one training step of the run `config` describes (its model, precision,
+    batch size, augmentation and online teacher; Adam), after `warmup` steps: what training costs
+    on this machine, for models whose full training does not fit on it."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config.model, **config.model_config)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing))
+    with precision_policy(config.precision):
+        model = build_model(config.model, **config.model_config)
+        model = compiled_for_training(config, model, keras.optimizers.Adam(learning_rate=config.learning_rate))
     augmentation = Augmentation(**config.augmentation) if config.augmentation else None
     batches = iter(training_dataset(train_data.images, train_data.labels, config.batch_size, config.seed, 0, augmentation))
     for _ in range(warmup):
@@ -438,21 +484,24 @@ def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     return config
 
 
-def load_best(run_dir: str | os.PathLike[str]) -> keras.Model:
-    """The run's model with the weights of its best PublicTest epoch (not compiled)."""
+def load_best(run_dir: str | os.PathLike[str], precision: str = "float32") -> keras.Model:
+    """The run's model with the weights of its best PublicTest epoch (not compiled), computing in
+    `precision` (float32 unless a mixed-precision run asks for its teachers)."""
     config = load_config(run_dir)
-    model = build_model(config.model, **config.model_config)
+    with precision_policy(precision):
+        model = build_model(config.model, **config.model_config)
     model.load_weights(Path(run_dir) / BEST_WEIGHTS)
     return model
 
 
-def load_trained(path: str | os.PathLike[str]) -> keras.Model:
-    """A training run directory (its best epoch) or a Keras model file (.keras/.h5, safe mode)."""
+def load_trained(path: str | os.PathLike[str], precision: str = "float32") -> keras.Model:
+    """A training run directory (its best epoch, computing in `precision`) or a Keras model file
+    (.keras/.h5, safe mode, in the precision it was saved with)."""
     source = Path(path)
     if source.is_dir():
         if not (source / BEST_WEIGHTS).is_file():
             raise FileNotFoundError(f"{source} is not a finished training run: no {BEST_WEIGHTS}")
-        return load_best(source)
+        return load_best(source, precision)
     from lightfer_utils.runtime.predictor import KERAS_SUFFIXES, load_predictor
 
     if source.suffix.lower() not in KERAS_SUFFIXES:
