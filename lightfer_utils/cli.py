@@ -139,6 +139,18 @@ def _cmd_ship_edge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ship_int8(args: argparse.Namespace) -> int:
+    from lightfer_utils.data import load_fer2013
+    from lightfer_utils.training.shipping import ship_int8
+
+    card = ship_int8(args.name, load_fer2013(args.data), args.models_dir, args.calibration_size, overwrite=args.force)
+    for fmt, row in card["int8"]["formats"].items():
+        print(f"{card['files'][fmt]['path']}: {card['files'][fmt]['bytes'] / 2**20:.3f} MiB, PublicTest "
+              f"{row['PublicTest_accuracy'] * 100:.2f} %, PrivateTest {row['PrivateTest_accuracy'] * 100:.2f} %, "
+              f"agreement with the float model {row['argmax_agreement_with_float_PrivateTest'] * 100:.2f} %")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -556,6 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--force", action="store_true", help="replace existing model files")
     edge.set_defaults(handler=_cmd_ship_edge)
 
+    int8 = commands.add_parser("ship-int8", help="add INT8 files (TFLite, ONNX) of a shipped model, calibrated on "
+                               "Training faces and measured, to its card")
+    int8.add_argument("name", help="a shipped model (see `lightfer models`), not an edge model")
+    int8.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
+    int8.add_argument("--models-dir", default="models")
+    int8.add_argument("--calibration-size", type=int, default=500, help="Training faces for calibration (default 500, as 04)")
+    int8.add_argument("--force", action="store_true", help="replace existing INT8 files")
+    int8.set_defaults(handler=_cmd_ship_int8)
+
     score = commands.add_parser("evaluate", parents=[labels],
                                 help="accuracy of a model file (any format) or training run, or of several by their mean "
                                 "probability, on a split")
@@ -655,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TENSORFLOW_COMMANDS = frozenset({"train", "ship", "ship-edge", "evaluate", "rebuild", "bench training"})
+TENSORFLOW_COMMANDS = frozenset({"train", "ship", "ship-edge", "ship-int8", "evaluate", "rebuild", "bench training"})
 
 
 def import_tensorflow_quietly() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,38 @@ def test_ship_edge_ships_the_chosen_pruned_model_in_its_quantized_formats(shippe
     assert "edge_int8" in (models / "edge.card.md").read_text()
     assert main(["ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_ship_int8_adds_measured_int8_files_and_changes_nothing_else(shipped, contest_csv, tmp_path, capsys):
+    from lightfer_utils.data import load_fer2013
+    from lightfer_utils.runtime.provenance import file_sha256
+
+    models = tmp_path / "models"
+    shutil.copytree(shipped, models)
+    before = json.loads((models / "tiny.card.json").read_text())
+    command = ["ship-int8", "tiny", "--data", str(contest_csv), "--models-dir", str(models), "--calibration-size", "7"]
+    assert main(command) == 0
+    card = json.loads((models / "tiny.card.json").read_text())
+    assert {f["path"] for f in card["files"].values()} == {"tiny.keras", "tiny.onnx", "tiny_int8.tflite", "tiny_int8.onnx"}
+    assert {k: v for k, v in card.items() if k not in ("files", "int8")} == {k: v for k, v in before.items() if k != "files"}
+    assert {k: card["files"][k] for k in before["files"]} == before["files"]
+    assert card["int8"]["calibration"] == {"split": "Training", "faces": 7, "seed": 1}
+    test = load_fer2013(contest_csv, progress=False).split("PrivateTest")
+    for fmt in ("tflite_int8", "onnx_int8"):
+        path = models / card["files"][fmt]["path"]
+        assert file_sha256(path) == card["files"][fmt]["sha256"]
+        predicted = load_predictor(path)(test.images).argmax(1)
+        assert card["int8"]["formats"][fmt]["PrivateTest_accuracy"] == pytest.approx(float((predicted == test.labels).mean()), abs=1e-4)
+    assert "tiny_int8.tflite" in (models / "tiny.card.md").read_text()
+    capsys.readouterr()
+    assert main(command) == 2 and "--force" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    write_contest_csv(other, random_faces(42, seed=6), [i % 7 for i in range(42)], [SPLITS[i // 14] for i in range(42)])
+    assert main(["ship-int8", "tiny", "--data", str(other), "--models-dir", str(models), "--force"]) == 2
+    assert "is not the data tiny was measured on" in capsys.readouterr().err
+    (models / "tiny.onnx").write_bytes((models / "tiny.onnx").read_bytes() + b"\0")
+    assert main([*command, "--force"]) == 2
+    assert "tiny.onnx: missing, or its sha256 differs from the one in tiny.card.json" in capsys.readouterr().err
 
 
 def test_default_model_is_the_shipped_model_with_the_best_public_test_accuracy():

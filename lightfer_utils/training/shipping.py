@@ -18,7 +18,8 @@ import pandas as pd
 
 from lightfer_utils import CLASS_NAMES
 from lightfer_utils.data import FerData
-from lightfer_utils.training.evaluate import count_flops, count_parameters, evaluate, flip_tta
+from lightfer_utils.training.evaluate import (count_flops, count_parameters, evaluate, evaluate_probabilities,
+                                              flip_tta)
 from lightfer_utils.runtime.predictor import keras_predictor, load_predictor
 from lightfer_utils.training.quantize import FORMAT_FILES, ONNX_OPSET, export_onnx
 from lightfer_utils.runtime.rundir import RunDir
@@ -157,7 +158,89 @@ def render_card(card: dict[str, Any]) -> str:
               f"{card['onnx_parity_PrivateTest']['max_abs_probability_difference']:.2e}.", "",
               "Files: " + ", ".join(f"`{f['path']}` ({f['bytes'] / 1e6:.2f} MB, sha256 {f['sha256'][:12]}…)"
                                     for f in card["files"].values()), ""]
+    if "int8" in card:
+        int8 = card["int8"]
+        lines += [f"INT8 files, added by `lightfer ship-int8` on {int8['created']} from git {int8['git']['commit']} and "
+                  f"measured by it on {int8['hardware']['cpu']}: calibrated on {int8['calibration']['faces']} Training "
+                  f"faces (seed {int8['calibration']['seed']}) from the files above.", "",
+                  "| file | MiB | PublicTest | PrivateTest | argmax agreement with the float model (PrivateTest) |",
+                  "|---|---|---|---|---|"]
+        for fmt, row in int8["formats"].items():
+            lines.append(f"| `{card['files'][fmt]['path']}` | {card['files'][fmt]['bytes'] / 2**20:.3f} | "
+                         f"{row['PublicTest_accuracy'] * 100:.2f} % | {row['PrivateTest_accuracy'] * 100:.2f} % | "
+                         f"{row['argmax_agreement_with_float_PrivateTest'] * 100:.2f} % |")
+        lines.append("")
     return "\n".join(lines)
+
+
+INT8_SUFFIXES = {"tflite_int8": "_int8.tflite", "onnx_int8": "_int8.onnx"}
+
+
+def ship_int8(
+    name: str,
+    data: FerData,
+    models_dir: str | os.PathLike[str],
+    calibration_size: int = 500,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Add INT8 files of a shipped model to it: <name>_int8.tflite (full-integer TFLite) and
+    <name>_int8.onnx (static QDQ), calibrated on `calibration_size` Training faces drawn with the
+    model's training seed, from its Keras and ONNX files (checked against the card's sha256), each
+    measured here on PublicTest and PrivateTest and against the float model, and recorded in the
+    card. The model's other files and measurements stay as they are."""
+    from lightfer_utils.runtime.shipped_models import CARD_SUFFIX
+    from lightfer_utils.training.quantize import calibration_faces, convert_tflite, onnx_int8
+
+    target = Path(models_dir)
+    card_json = target / f"{name}{CARD_SUFFIX}"
+    if not card_json.is_file():
+        raise FileNotFoundError(f"{card_json} is missing: ship {name} first (lightfer ship)")
+    card = json.loads(card_json.read_text())
+    if "edge_format" in card:
+        raise ValueError(f"{name} is an edge model: its card already lists its INT8 files")
+    if data.sha256 != card["data"]["sha256"]:
+        raise ValueError(f"the data given (sha256 {data.sha256[:12]}…) is not the data {name} was measured on "
+                         f"({card['data']['sha256'][:12]}…)")
+    if calibration_size < 1:
+        raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
+    sources = {}
+    for fmt in ("keras", "onnx"):
+        path = target / card["files"][fmt]["path"]
+        if not path.is_file() or file_sha256(path) != card["files"][fmt]["sha256"]:
+            raise ValueError(f"{path}: missing, or its sha256 differs from the one in {card_json.name}")
+        sources[fmt] = path
+    paths = {fmt: target / f"{name}{suffix}" for fmt, suffix in INT8_SUFFIXES.items()}
+    _refuse_overwrite(list(paths.values()), overwrite)
+    header = _card_header(name)
+
+    model = load_predictor(sources["keras"]).model
+    seed = card["training"]["config"]["seed"]
+    calibration = calibration_faces(data, calibration_size, seed)
+    paths["tflite_int8"].write_bytes(convert_tflite(model, "int8", calibration))
+    onnx_int8(sources["onnx"], paths["onnx_int8"], calibration)
+
+    validation, test = data.split("PublicTest"), data.split("PrivateTest")
+    float_predictions = keras_predictor(model)(test.images).argmax(1)
+    formats = {}
+    for fmt, path in paths.items():
+        predict = load_predictor(path)
+        private = predict(test.images)
+        formats[fmt] = {
+            "PublicTest_accuracy": round(evaluate(predict, validation.images, validation.labels).accuracy, 4),
+            "PrivateTest_accuracy": round(evaluate_probabilities(private, test.labels).accuracy, 4),
+            "argmax_agreement_with_float_PrivateTest": round(float((private.argmax(1) == float_predictions).mean()), 4),
+        }
+    card["int8"] = {
+        "created": header["created"], "git": header["git"], "hardware": host_info(),
+        "calibration": {"split": "Training", "faces": len(calibration), "seed": seed},
+        "source_files": {fmt: card["files"][fmt]["sha256"] for fmt in sources},
+        "formats": formats,
+    }
+    card["files"].update({fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+                          for fmt, path in paths.items()})
+    card_json.write_text(json.dumps(card, indent=2))
+    (target / f"{name}.card.md").write_text(render_card(card))
+    return card
 
 
 EDGE_FORMATS = ("keras_fp32", "onnx_fp32", "onnx_int8", "tflite_int8")  # shipped: sources, TensorRT input, INT8
