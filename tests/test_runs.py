@@ -24,15 +24,16 @@ def write_run(run: Path, accuracies: list[float], epochs: int, **settings) -> Pa
 
 def test_runs_are_compared_by_the_best_reached_by_each_epoch(tmp_path):
     short = write_run(tmp_path / "short", [0.40, 0.55, 0.50], epochs=3)
-    long = write_run(tmp_path / "long", [0.30, 0.45, 0.52, 0.60, 0.58], epochs=10, seed=7,
+    long = write_run(tmp_path / "long", [0.30, 0.45, 0.52, 0.60, 0.58], epochs=1805, seed=7,
                      augmentation={**TrainConfig().augmentation, "max_zoom": 0.0})
     table = summarize([short, long], at=[2, 4])
     row = table.loc[str(short)].to_dict()
     assert pd.isna(row.pop("best by 4"))  # the run had not got that far
     assert row == {"model": "light_fer_net", "epochs": "3/3", "status": "finished", "best PublicTest %": 55.0,
-                   "best epoch": 2, "best by 2": 55.0, "s/epoch": 11.0}
+                   "best epoch": 2, "best by 2": 55.0, "s/epoch": 11.0, "h left": 0.0}
     assert (table.loc[str(long), "status"], table.loc[str(long), "best by 2"], table.loc[str(long), "best by 4"]) == \
         ("in progress", 45.0, 60.0)
+    assert table.loc[str(long), "h left"] == 6.0  # 1,800 epochs left at the median 12 s
     differences = config_differences([short, long])
     assert set(differences.index) == {"epochs", "seed", "augmentation.max_zoom"}
     config = json.loads((short / "config.json").read_text())

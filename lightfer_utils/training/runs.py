@@ -34,7 +34,8 @@ def _status(config: dict[str, Any], state: dict[str, Any], done: int) -> str:
 def summarize(runs: list[Path], at: list[int]) -> pd.DataFrame:
     """One row per run: epochs done of planned, status, best PublicTest (%) and its epoch, the best
     PublicTest reached by each epoch in `at` (empty where the run had not got that far), median
-    seconds per epoch (the hardware and any concurrent jobs decide it)."""
+    seconds per epoch (the hardware and any concurrent jobs decide it), and the hours the epochs
+    left would take at that pace (at most: early stopping may end a run sooner)."""
     rows = []
     for run in runs:
         config, state, history = _read_run(run)
@@ -48,6 +49,8 @@ def summarize(runs: list[Path], at: list[int]) -> pd.DataFrame:
         for epoch in at:
             row[f"best by {epoch}"] = round(float(accuracy[accuracy.index <= epoch].max()), 2) if done >= epoch else None
         row["s/epoch"] = round(float(history.seconds.median()), 1) if "seconds" in history else None
+        in_progress = row["status"] == "in progress" and row["s/epoch"] is not None
+        row["h left"] = round((config["epochs"] - done) * row["s/epoch"] / 3600, 1) if in_progress else 0.0
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
 
