@@ -308,7 +308,7 @@ def _cmd_bench_training(args: argparse.Namespace) -> int:
 
     from lightfer_utils.data import FerData
     from lightfer_utils.training.pipeline import steps_per_epoch
-    from lightfer_utils.training.train import PRECISIONS, load_config, seconds_per_step
+    from lightfer_utils.training.train import PRECISIONS, bfloat16_support, load_config, seconds_per_step
     from lightfer_utils.training.zoo import TRAINING_FACES
 
     precisions = [p for p in args.precision.split(",") if p]
@@ -328,8 +328,13 @@ def _cmd_bench_training(args: argparse.Namespace) -> int:
     print(f"{args.run_dir} ({config.model}, batch {config.batch_size}, teacher: {config.teacher or 'none'}), "
           f"{_cpu_name()}:")
     for precision in precisions:
+        support = bfloat16_support() if precision == "mixed_bfloat16" else "native"
+        if support == "none":
+            print(f"  {precision}: not available here (TensorFlow cannot train bfloat16 convolutions on this CPU)")
+            continue
         seconds = seconds_per_step(replace(config, precision=precision), faces, steps=args.steps)
-        print(f"  {precision}: {seconds * 1000:.0f} ms per step, {seconds * steps:.0f} s per epoch of {steps} steps")
+        print(f"  {precision}: {seconds * 1000:.0f} ms per step, {seconds * steps:.0f} s per epoch of {steps} steps"
+              + (" (bfloat16 emulated)" if support == "emulated" else ""))
     return 0
 
 
@@ -532,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "scores and best_weights.h5 keeps the average (default: off)")
     fit.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default=argparse.SUPPRESS,
                      help="mixed_bfloat16: layers compute in bfloat16, weights stay float32; faster on CPUs with "
-                     "bfloat16 instructions (avx512_bf16, amx_bf16), slower elsewhere (default: float32)")
+                     "bfloat16 instructions (avx512_bf16, amx_bf16), slower on other AVX-512 CPUs, refused on "
+                     "AVX2-only ones; `lightfer bench training RUN` measures both (default: float32)")
     fit.add_argument("--class-weights", action="store_true")
     fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
     fit.add_argument("--augmentation", default="{}", help="JSON settings of the augmentation that differ from the defaults "

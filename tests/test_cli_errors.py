@@ -94,3 +94,17 @@ def test_a_tensorflow_command_s_refusal_is_its_only_line_on_stderr(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"lightfer: error: cannot read the architecture of {damaged}: ")
+
+
+def test_mixed_bfloat16_on_a_cpu_without_bfloat16_kernels_is_one_line_and_writes_no_run(tmp_path, good_csv):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes any x86 host behave like the AVX2-only kind, where oneDNN has
+    no bfloat16 convolution: the run is refused before anything is written."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "LIGHTFER_DEBUG")}
+    env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "lightfer_utils.cli", "train", "--data", str(good_csv[0]), "--out",
+                             str(run), "--precision", "mixed_bfloat16"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2 and not run.exists()
+    assert error_lines(result.stderr) == 1, result.stderr  # the progress bar of reading the data shares stderr
+    assert ("lightfer: error: precision mixed_bfloat16: TensorFlow cannot train bfloat16 convolutions on this machine"
+            in result.stderr)

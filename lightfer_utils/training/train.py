@@ -74,8 +74,9 @@ class TrainConfig:
     # 64); PublicTest scores the average, best_weights.h5 holds it. 0: off
     weight_average_decay: float = 0.0
     # "mixed_bfloat16": layers compute in bfloat16, weights, optimizer, average and the softmax stay
-    # float32 (faster on CPUs with bfloat16 instructions, avx512_bf16 or amx_bf16, slower on
-    # others); the saved weights are float32 either way, so exports and evaluation are unchanged
+    # float32 (faster on CPUs with bfloat16 instructions, avx512_bf16 or amx_bf16, slower on other
+    # AVX-512 CPUs, refused on AVX2-only ones); the saved weights are float32 either way, so
+    # exports and evaluation are unchanged
     precision: str = "float32"
 
     def to_json(self) -> str:
@@ -175,13 +176,26 @@ def precision_policy(name: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def cpu_has_bfloat16() -> bool:
-    """Whether this x86 CPU computes in bfloat16 natively (elsewhere oneDNN emulates it, slowly)."""
+def bfloat16_support() -> str:
+    """How this machine's TensorFlow trains a bfloat16 convolution: "native" (a GPU, or a CPU with
+    avx512_bf16 or amx_bf16 that ONEDNN_MAX_CPU_ISA does not cap), "emulated" (other AVX-512 CPUs:
+    measured 3x slower than float32) or "none" (AVX2-only CPUs: oneDNN has no such kernel)."""
+    try:
+        with precision_policy("mixed_bfloat16"):
+            layer = keras.layers.Conv2D(4, 3)
+            with tf.GradientTape() as tape:
+                output = tf.reduce_sum(tf.cast(layer(tf.zeros((2, 8, 8, 1))), tf.float32))
+            tape.gradient(output, layer.trainable_variables)
+    except tf.errors.OpError:
+        return "none"
+    if tf.config.list_logical_devices("GPU"):
+        return "native"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        flags = ""
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() not in ("ALL", "DEFAULT")
+    return "native" if ("avx512_bf16" in flags or "amx_bf16" in flags) and not capped else "emulated"
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -333,10 +347,15 @@ def train(
     # config.json behind to block the corrected retry
     if not 0 <= config.weight_average_decay < 1:
         raise ValueError(f"weight_average_decay must lie in [0, 1) (0: off), got {config.weight_average_decay}")
+    if config.precision == "mixed_bfloat16":
+        support = bfloat16_support()
+        if support == "none":
+            raise ValueError("precision mixed_bfloat16: TensorFlow cannot train bfloat16 convolutions on this machine "
+                             "(oneDNN has no such kernel for CPUs without AVX-512); a run keeps the precision it "
+                             "started with, so train in float32, or continue this run on an AVX-512 CPU or a GPU")
+        if support == "emulated":
+            print("note: this CPU emulates bfloat16: mixed_bfloat16 trains about 3x slower here than float32")
     with precision_policy(config.precision):
-        if config.precision != "float32" and not cpu_has_bfloat16():
-            print(f"note: this CPU has no bfloat16 instructions; precision {config.precision} trains slower here "
-                  "than float32")
         _train(config, train_data, val_data, Path(run_dir), verbose, callbacks or [])
     return load_best(run_dir)
 
