@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -108,3 +109,12 @@ def test_mixed_bfloat16_on_a_cpu_without_bfloat16_kernels_is_one_line_and_writes
     assert error_lines(result.stderr) == 1, result.stderr  # the progress bar of reading the data shares stderr
     assert ("lightfer: error: precision mixed_bfloat16: TensorFlow cannot train bfloat16 convolutions on this machine"
             in result.stderr)
+    # a finished mixed_bfloat16 run (its weights are float32) still loads there: nothing is left to train
+    tiny = '{"widths": [8, 8, 8, 8], "blocks": [0, 1, 1, 1], "dropout": 0.0}'
+    assert main(["train", "--data", str(good_csv[0]), "--out", str(run), "--model-config", tiny, "--epochs", "1",
+                 "--batch-size", "7"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "precision": "mixed_bfloat16"}))
+    resumed = subprocess.run([sys.executable, "-m", "lightfer_utils.cli", "train", "--data", str(good_csv[0]), "--out",
+                              str(run), "--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert resumed.returncode == 0 and "is complete (1 epochs)" in resumed.stdout, resumed.stderr

@@ -347,7 +347,7 @@ def train(
     # config.json behind to block the corrected retry
     if not 0 <= config.weight_average_decay < 1:
         raise ValueError(f"weight_average_decay must lie in [0, 1) (0: off), got {config.weight_average_decay}")
-    if config.precision == "mixed_bfloat16":
+    if config.precision == "mixed_bfloat16" and not _complete(Path(run_dir), config):
         support = bfloat16_support()
         if support == "none":
             raise ValueError("precision mixed_bfloat16: TensorFlow cannot train bfloat16 convolutions on this machine "
@@ -358,6 +358,14 @@ def train(
     with precision_policy(config.precision):
         _train(config, train_data, val_data, Path(run_dir), verbose, callbacks or [])
     return load_best(run_dir)
+
+
+def _complete(run: Path, config: TrainConfig) -> bool:
+    """Whether the run finished (all its epochs, or stopped early) and kept its best weights."""
+    if not ((run / "state.json").is_file() and (run / BEST_WEIGHTS).is_file()):
+        return False
+    state = json.loads((run / "state.json").read_text())
+    return bool(state.get("stopped_early")) or state["epochs_done"] >= config.epochs
 
 
 def _train(config: TrainConfig, train_data: FerData, val_data: FerData, run: Path, verbose: int,
@@ -389,11 +397,9 @@ def _train(config: TrainConfig, train_data: FerData, val_data: FerData, run: Pat
     print(f"{config.model} {json.dumps(config.model_config)}: {count_parameters(model)['total']:,} parameters, "
           f"{count_flops(model) / 1e6:.1f} MFLOPs per face")
     state_file = run / "state.json"
-    if state_file.exists() and (run / BEST_WEIGHTS).is_file():  # a finished run needs no checkpoint
-        finished = json.loads(state_file.read_text())
-        if finished.get("stopped_early") or finished["epochs_done"] >= config.epochs:
-            print(f"{run} is complete ({finished['epochs_done']} epochs)")
-            return
+    if _complete(run, config):  # a finished run needs no checkpoint
+        print(f"{run} is complete ({json.loads(state_file.read_text())['epochs_done']} epochs)")
+        return
     with strategy.scope():
         average = WeightAverage(model, config.weight_average_decay) if config.weight_average_decay else None
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
