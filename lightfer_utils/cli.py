@@ -686,24 +686,17 @@ TENSORFLOW_COMMANDS = frozenset({"train", "ship", "ship-edge", "ship-int8", "eva
 
 
 def import_tensorflow_quietly() -> None:
-    """TensorFlow writes its start-up lines (oneDNN on, no CUDA driver, cuInit failed) straight to
-    file descriptor 2 before its log level applies; hide them so that a command's own one-line
-    messages stand alone. TF_CPP_MIN_LOG_LEVEL below 2 or LIGHTFER_DEBUG=1 shows them."""
-    if ("tensorflow" in sys.modules or os.environ.get("LIGHTFER_DEBUG") == "1"
-            or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") < "2"):
+    """TensorFlow writes its start-up lines (oneDNN on, no CUDA driver, cuInit failed) to file
+    descriptor 2 before its log level applies; import it (and start its CUDA platform) with them
+    hidden."""
+    if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved_stderr = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    from lightfer_utils.training.quiet import native_stderr_hidden
+
+    with native_stderr_hidden():
         import tensorflow as tf
 
-        tf.config.list_physical_devices()  # the CUDA platform's start-up, while quiet
-    finally:
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stderr)
-        os.close(devnull)
+        tf.config.list_physical_devices()
 
 
 def main(argv: list[str] | None = None) -> int:

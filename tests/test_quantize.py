@@ -3,6 +3,10 @@ TFLite / ONNX Runtime formats keeping the model contract."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,3 +131,28 @@ def test_targets_allow_each_precision_its_own_loss():
     targets = targets_table(formats)
     assert targets["allowed"].tolist() == [0.0, 0.0, 0.3, 0.3, 1.0, 1.0]
     assert targets["met"].tolist() == [True, True, True, False, True, False]
+
+
+INT8_CONVERSION = """
+import numpy as np
+from lightfer_utils.cli import import_tensorflow_quietly
+import_tensorflow_quietly()
+import tf_keras as keras
+from lightfer_utils.training.quantize import convert_tflite
+model = keras.Sequential([keras.layers.Input((48, 48, 1)), keras.layers.Conv2D(2, 3),
+                          keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7)])
+print(len(convert_tflite(model, "int8", np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32))))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_tflite_converter_s_own_lines_show_only_when_debugging(debug):
+    """The converter's C++ side prints its settings to file descriptor 2, past capsys."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "LIGHTFER_DEBUG")}
+    if debug:
+        env["LIGHTFER_DEBUG"] = "1"
+    result = subprocess.run([sys.executable, "-c", INT8_CONVERSION], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0 and int(result.stdout) > 0, result.stderr
+    assert ("fully_quantize" in result.stderr) == debug, result.stderr
+    if not debug:
+        assert result.stderr == ""

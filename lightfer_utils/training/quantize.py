@@ -20,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
+from lightfer_utils.training.quiet import native_stderr_hidden
+
 TFLITE_KINDS = ("fp32", "fp16", "dynamic", "int8")
 FORMAT_FILES = {"keras_fp32": "model.keras", "onnx_fp32": "model.onnx", "onnx_fp16": "model_fp16.onnx",
                 "onnx_int8": "model_int8.onnx", **{f"tflite_{kind}": f"model_{kind}.tflite" for kind in TFLITE_KINDS}}
@@ -109,7 +111,8 @@ def convert_tflite(model, kind: str, representative_faces: np.ndarray | None = N
 
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter.convert()
+    with native_stderr_hidden():  # the converter's C++ side prints its settings and MLIR passes
+        return converter.convert()
 
 
 def tflite_int8_weights(path: str | os.PathLike[str]) -> list[dict]:
