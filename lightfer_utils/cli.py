@@ -691,7 +691,7 @@ def import_tensorflow_quietly() -> None:
     hidden."""
     if "tensorflow" in sys.modules:
         return
-    from lightfer_utils.training.quiet import native_stderr_hidden
+    from lightfer_utils.runtime.quiet import native_stderr_hidden
 
     with native_stderr_hidden():
         import tensorflow as tf

@@ -265,3 +265,22 @@ def test_workers_give_the_same_rows_in_the_same_order(tmp_path, photos, onnx_mod
     two = predict_files(expand_inputs([photos]), predictor, stage, progress=False, workers=2)
     assert two.rows == one.rows and len(one.rows) == 6
     assert two.problems == one.problems and two.files_without_faces == one.files_without_faces
+
+
+def test_a_tflite_prediction_writes_only_its_own_summary_to_stderr(tmp_path):
+    """LiteRT prints "Created TensorFlow Lite XNNPACK delegate" to file descriptor 2 at its first
+    allocation, past capsys: run the command itself."""
+    import os
+    import subprocess
+    import sys
+
+    crop = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)).save(crop)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "LIGHTFER_DEBUG")}
+    command = [sys.executable, "-m", "lightfer_utils.cli", "predict", "--crops", "--model",
+               "light_fer_net_deep:tflite_int8", str(crop)]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 0 and quiet.stderr.startswith("1 faces with tflite"), quiet.stderr
+    assert len(quiet.stderr.splitlines()) == 1
+    debugging = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**env, "LIGHTFER_DEBUG": "1"})
+    assert debugging.returncode == 0 and "XNNPACK" in debugging.stderr

@@ -17,6 +17,7 @@ import numpy as np
 
 from lightfer_utils import CLASS_NAMES, IMAGE_SIZE
 from lightfer_utils.runtime.errors import ModelLoadError
+from lightfer_utils.runtime.quiet import native_stderr_hidden
 from lightfer_utils.runtime.safe_keras import check_onnx_external_data, load_keras_model
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -127,6 +128,9 @@ class OnnxPredictor(Predictor):
         return self._own_session(workers)
 
 
+_litert_note_hidden = False
+
+
 class TFLitePredictor(Predictor):
     runtime = "tflite"
 
@@ -134,8 +138,13 @@ class TFLitePredictor(Predictor):
         super().__init__(path)
         from ai_edge_litert.interpreter import Interpreter
 
+        global _litert_note_hidden
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            if not _litert_note_hidden:  # the first allocation prints "Created ... XNNPACK delegate", once per process
+                with native_stderr_hidden():
+                    self.interpreter.allocate_tensors()
+                _litert_note_hidden = True
         except Exception as err:
             raise ModelLoadError(f"cannot load TFLite model {path}: {err}") from None
         inputs, outputs = len(self.interpreter.get_input_details()), len(self.interpreter.get_output_details())

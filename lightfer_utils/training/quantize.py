@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lightfer_utils.training.quiet import native_stderr_hidden
+from lightfer_utils.runtime.quiet import native_stderr_hidden
 
 TFLITE_KINDS = ("fp32", "fp16", "dynamic", "int8")
 FORMAT_FILES = {"keras_fp32": "model.keras", "onnx_fp32": "model.onnx", "onnx_fp16": "model_fp16.onnx",

@@ -1,13 +1,13 @@
-"""Hiding what TensorFlow's C++ side writes straight to file descriptor 2 (start-up lines, the
-TFLite converter's settings), where Python's logging levels do not reach, so that a command's own
-one-line messages stand alone. LIGHTFER_DEBUG=1 or TF_CPP_MIN_LOG_LEVEL below 2 shows them."""
-
-from __future__ import annotations
+"""Hiding what the native libraries write straight to file descriptor 2, where Python's logging
+levels do not reach (TensorFlow's start-up lines, the TFLite converter's settings, LiteRT's
+"Created TensorFlow Lite XNNPACK delegate"), so that a command's own one-line messages stand
+alone. LIGHTFER_DEBUG=1 or TF_CPP_MIN_LOG_LEVEL below 2 shows them. Python 3.6 syntax: the
+runtime side imports it."""
 
 import os
 import sys
-from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Iterator
 
 
 def native_output_wanted() -> bool:
@@ -16,8 +16,8 @@ def native_output_wanted() -> bool:
 
 @contextmanager
 def native_stderr_hidden() -> Iterator[None]:
-    """File descriptor 2 points at /dev/null inside the block; Python exceptions still carry their
-    messages, so nothing a refusal needs is lost."""
+    """File descriptor 2 points at /dev/null inside the block, for every thread: use it only
+    before worker threads start. Python exceptions still carry their messages."""
     if native_output_wanted():
         yield
         return
