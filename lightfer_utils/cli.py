@@ -82,9 +82,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lightfer_utils.data import stratified_subset
     from lightfer_utils.training.pipeline import Augmentation
     from lightfer_utils.training.train import TrainConfig, load_config, train
+    from lightfer_utils.training.trainingdir import TrainingDir, make_live
 
     out = Path(args.out)
     if args.resume:
+        if not TrainingDir(out).config.is_file():
+            raise FileNotFoundError(f"--resume: {out} holds no training run (no config.json)")
         config = load_config(out)
     else:
         changes = {**_json_object(args.augmentation, "--augmentation"), "erase_probability": args.erase_probability}
@@ -98,8 +101,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     data = _load_labelled(args)
     if args.subset < 1:
         data = stratified_subset(data, args.subset, seed=config.seed)
-    train(config, data.split("Training"), data.split("PublicTest"), out)
-    print(f"best weights: {out / 'best_weights.h5'}; ship them with: lightfer ship {out} --name NAME")
+    if args.live and not TrainingDir(out).config.exists():
+        make_live(TrainingDir(out), args.live)
+    train(config, data.split("Training"), data.split("PublicTest"), out,
+          precision=getattr(args, "precision", None) if args.resume else None)
+    print(f"best weights: {TrainingDir(out).best_weights}; ship them with: lightfer ship {out} --name NAME")
+    return 0
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from lightfer_utils.training.train import write_snapshot
+
+    info = write_snapshot(args.run_dir)
+    record = TrainingDir(args.run_dir)
+    print(f"{record.snapshot}: the weights after epoch {info['epoch']} in float16 "
+          f"({record.snapshot.stat().st_size / 2**20:.1f} MiB, no optimizer state); described in {record.snapshot_info.name}")
     return 0
 
 
@@ -538,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default=argparse.SUPPRESS,
                      help="mixed_bfloat16: layers compute in bfloat16, weights stay float32; faster on CPUs with "
                      "bfloat16 instructions (avx512_bf16, amx_bf16), slower on other AVX-512 CPUs, refused on "
-                     "AVX2-only ones; `lightfer bench training RUN` measures both (default: float32)")
+                     "AVX2-only ones; `lightfer bench training RUN` measures both (default: float32). With --resume: "
+                     "this session's precision (a run trained in mixed_bfloat16 continues in float32 by itself on a CPU "
+                     "without native bfloat16)")
+    fit.add_argument("--live", default="", metavar="NAME",
+                     help="for models too large to commit: train in $LIGHTFER_CACHE/live/NAME (checkpoint with "
+                     "optimizer state, best weights) and keep only the record in --out (config, state, history, "
+                     "and the float16 snapshot `lightfer snapshot` writes)")
     fit.add_argument("--class-weights", action="store_true")
     fit.add_argument("--erase-probability", type=float, default=0.0, help="random erasing: share of faces with a noise patch")
     fit.add_argument("--augmentation", default="{}", help="JSON settings of the augmentation that differ from the defaults "
@@ -557,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="default: TrainConfig.seed")
     fit.add_argument("--subset", type=float, default=1.0, help="stratified fraction of the data (smoke runs)")
     fit.set_defaults(handler=_cmd_train)
+
+    snap = commands.add_parser("snapshot", help="write a live run's fallback: its latest weights in float16 into its record",
+                               epilog="example: lightfer snapshot models/xception/training")
+    snap.add_argument("run_dir", help="a training directory (the record of a --live run, or a plain one)")
+    snap.set_defaults(handler=_cmd_snapshot)
 
     ship = commands.add_parser("ship", parents=[labels], help="evaluate a run's best epoch, write model files + card")
     ship.add_argument("run_dir")
@@ -682,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TENSORFLOW_COMMANDS = frozenset({"train", "ship", "ship-edge", "ship-int8", "evaluate", "rebuild", "bench training"})
+TENSORFLOW_COMMANDS = frozenset({"train", "snapshot", "ship", "ship-edge", "ship-int8", "evaluate", "rebuild", "bench training"})
 
 
 def import_tensorflow_quietly() -> None:

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from lightfer_utils import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from lightfer_utils.runtime.atomic import atomic_write
 from lightfer_utils.runtime.faces import IMAGE_SUFFIXES
 from lightfer_utils.runtime.provenance import PROJECT_ROOT
 
@@ -230,9 +231,9 @@ def _walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
 
 def _write_cache(cache_file: Path, data: FerData) -> None:
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
+    buffer = io.BytesIO()
     np.savez(
-        partial,
+        buffer,
         images=data.images,
         labels=data.labels,
         usage=data.usage,
@@ -243,7 +244,7 @@ def _write_cache(cache_file: Path, data: FerData) -> None:
         problem_reasons=np.array([p.reason for p in data.problems], dtype=str),
         sha256=np.array(data.sha256),
     )
-    partial.replace(cache_file)
+    atomic_write(cache_file, buffer.getvalue())
 
 
 def _read_cache(cache_file: Path, origin: str) -> FerData:

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from lightfer_utils.data import load_fer2013, resolve_data_path
+from lightfer_utils.runtime.atomic import atomic_write
 from lightfer_utils.runtime.rundir import RunDir
 from lightfer_utils.runtime.provenance import PROJECT_ROOT, git_revision, host_info, now_iso, package_versions
 
@@ -199,10 +200,7 @@ def plan_run(
 
 
 def _write_manifest(plan: RunPlan, manifest: dict[str, Any]) -> None:
-    path = RunDir(plan.run_dir).manifest
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(manifest, indent=2, default=str))
-    partial.replace(path)
+    atomic_write(RunDir(plan.run_dir).manifest, json.dumps(manifest, indent=2, default=str))
 
 
 def execute(plan: RunPlan, kernel_name: str | None = None) -> dict[str, Any]:
@@ -319,7 +317,5 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
     if manifest_file.is_file():  # the report now comes from this code, not the run's: say so
         manifest = json.loads(manifest_file.read_text())
         manifest.setdefault("tables_regenerated", []).append({"git": git_revision(), "at": now_iso()})
-        partial = manifest_file.with_suffix(".tmp")
-        partial.write_text(json.dumps(manifest, indent=2, default=str))
-        partial.replace(manifest_file)
+        atomic_write(manifest_file, json.dumps(manifest, indent=2, default=str))
     return target

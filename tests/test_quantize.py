@@ -156,3 +156,27 @@ def test_the_tflite_converter_s_own_lines_show_only_when_debugging(debug):
     assert ("fully_quantize" in result.stderr) == debug, result.stderr
     if not debug:
         assert result.stderr == ""
+
+
+def test_onnx_files_fit_the_nanos_tensorrt_8_2_the_paper_s_xception_too(small_model, tmp_path):
+    """JetPack 4.6 (the last for the Nano) carries TensorRT 8.2: opset 13 at most, and only the
+    operators its parser knows. Our models and the paper's Xception (in-graph resize) fit; an opset 17
+    file and an unknown operator are named."""
+    import onnx
+    from onnx import helper
+
+    from lightfer_utils.runtime.tensorrt_runtime import tensorrt_8_2_problems
+    from lightfer_utils.training.models import build_model
+
+    for name, model in (("small", small_model), ("xception", build_model("xception"))):
+        path = export_onnx(model, tmp_path / f"{name}.onnx")
+        onnx.checker.check_model(str(path))
+        assert [o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")] == [13]
+        assert tensorrt_8_2_problems(path) == [], name
+    faces = helper.make_tensor_value_info("face", onnx.TensorProto.FLOAT, [1, 4])
+    out = helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Xor", ["face", "face"], ["x"]), helper.make_node("Relu", ["x"], ["out"])],
+                              "g", [faces], [out])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "new.onnx"))
+    assert tensorrt_8_2_problems(tmp_path / "new.onnx") == [
+        "opset 17 (TensorRT 8.2 parses up to 13)", "operators TensorRT 8.2 cannot parse: Xor"]

@@ -17,6 +17,7 @@ from conftest import random_faces
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import model_input
 from lightfer_utils.training.pipeline import Augmentation, augment_batch, training_dataset
+from lightfer_utils.training.trainingdir import TrainingDir
 from lightfer_utils.training.train import (TrainConfig, bfloat16_support, load_best, load_config, load_trained,
                                           train)
 
@@ -243,7 +244,7 @@ def test_a_run_can_start_from_trained_weights_and_learn_from_several_teachers(tm
 
 
 def test_offline_distillation_mixes_the_teachers_probabilities_into_the_targets_once(tmp_path):
-    from lightfer_utils.training.train import TEACHER_TARGETS, ensemble_teacher, offline_targets
+    from lightfer_utils.training.train import ensemble_teacher, offline_targets
 
     tiny = {"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}
     train_data, val_data = tiny_split(64, 1, 0), tiny_split(21, 2, 1)
@@ -252,7 +253,7 @@ def test_offline_distillation_mixes_the_teachers_probabilities_into_the_targets_
     config = TrainConfig(**{**base.__dict__, "teacher": str(tmp_path / "teacher"), "teacher_flip": True,
                             "teacher_offline": True, "distill_alpha": 0.25, "distill_temperature": 2.0})
     train(config, train_data, val_data, tmp_path / "student", verbose=0)
-    targets = np.load(tmp_path / "student" / TEACHER_TARGETS)
+    targets = np.load(TrainingDir(tmp_path / "student").teacher_targets)
     faces = train_data.images[:, :, :, None].astype(np.float32)
     teacher = ensemble_teacher([load_best(tmp_path / "teacher")], flip=True)(tf.constant(faces)).numpy()
     softened = np.sqrt(teacher) / np.sqrt(teacher).sum(axis=1, keepdims=True)  # temperature 2

@@ -36,6 +36,39 @@ def tensorrt_unavailable() -> Optional[str]:
     return None
 
 
+# What JetPack 4.6's TensorRT 8.2 can parse: ONNX opsets up to 13 and these operators (the "Y" rows
+# of onnx-tensorrt's docs/operators.md on its release/8.2 branch; Xor and Shrink came in 8.4).
+TENSORRT_8_2_MAX_OPSET = 13
+TENSORRT_8_2_OPERATORS = frozenset("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu Clip
+Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div Dropout
+Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool
+GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GRU HardSigmoid Identity If ImageScaler InstanceNormalization
+IsNaN LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean Min
+Mul Neg NonMaxSuppression Not Or Pad ParametricSoftplus Pow PRelu QuantizeLinear RandomUniform RandomUniformLike
+Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
+ReduceSumSquare Relu Reshape Resize ReverseSequence RNN Round ScaledTanh Scan Scatter ScatterElements ScatterND
+Selu Shape Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
+Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where
+""".split())
+
+
+def tensorrt_8_2_problems(onnx_path: Path) -> List[str]:
+    """Why TensorRT 8.2 (the Nano's JetPack 4.6) could not parse this ONNX file: an opset above 13,
+    or operators its parser lacks. Empty when it fits. Checked here, without TensorRT."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    problems = []
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > TENSORRT_8_2_MAX_OPSET:
+            problems.append("opset {} (TensorRT 8.2 parses up to {})".format(opset.version, TENSORRT_8_2_MAX_OPSET))
+    missing = sorted({node.op_type for node in model.graph.node if node.op_type not in TENSORRT_8_2_OPERATORS})
+    if missing:
+        problems.append("operators TensorRT 8.2 cannot parse: {}".format(", ".join(missing)))
+    return problems
+
+
 class _Calibrator:
     """Factory for an IInt8EntropyCalibrator2 over Training faces (defined lazily: tensorrt may be absent)."""
 

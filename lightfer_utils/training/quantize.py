@@ -42,7 +42,7 @@ class QuantizedTensor:
         return 1.0 / self.scale
 
 
-ONNX_OPSET = 17
+ONNX_OPSET = 13  # the highest the Jetson Nano's TensorRT 8.2 (JetPack 4.6) parses
 
 
 def export_onnx(model, path: str | os.PathLike[str], opset: int = ONNX_OPSET) -> Path:

@@ -11,14 +11,17 @@ from typing import Any
 
 import pandas as pd
 
+from lightfer_utils.training.trainingdir import TrainingDir
+
 
 def _read_run(run: Path) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
-    files = [run / name for name in ("config.json", "history.csv")]
+    record = TrainingDir(run)
+    files = [record.config, record.history]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"{run} is not a training run: no {' or '.join(missing)}")
     config = json.loads(files[0].read_text())
-    state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
+    state = record.read_state()
     history = pd.read_csv(files[1]).set_index("epoch")
     if history.empty or "val_accuracy" not in history:
         raise ValueError(f"{run}/history.csv has no finished epoch with a PublicTest accuracy")

@@ -22,6 +22,7 @@ from lightfer_utils.training.evaluate import (count_flops, count_parameters, eva
                                               flip_tta)
 from lightfer_utils.runtime.predictor import keras_predictor, load_predictor
 from lightfer_utils.training.quantize import FORMAT_FILES, ONNX_OPSET, export_onnx
+from lightfer_utils.training.trainingdir import TrainingDir
 from lightfer_utils.runtime.rundir import RunDir
 from lightfer_utils.runtime.provenance import file_sha256, git_revision, host_info, now_iso, package_versions
 
@@ -59,7 +60,7 @@ def ship_model(
     header = _card_header(name)
 
     config = load_config(run)
-    state = json.loads((run / "state.json").read_text())
+    state = TrainingDir(run).read_state()
     model = load_best(run)
     model.save(paths["keras"])
     export_onnx(model, paths["onnx"])
@@ -84,7 +85,7 @@ def ship_model(
                      "packages": package_versions(["tensorflow", "tf-keras", "numpy"])},
         "data": {"sha256": data.sha256, "origin_kind": "csv" if data.csv_rows[0] >= 0 else "folder",
                  "PublicTest_sha256": validation.sha256, "PrivateTest_sha256": test.sha256,
-                 **json.loads((run / "data.json").read_text())},
+                 **json.loads(TrainingDir(run).data.read_text())},
         "metrics": {split: result.summary() for split, result in metrics.items()},
         "confusion_PrivateTest": metrics["PrivateTest"].confusion.values.tolist(),
         "onnx_parity_PrivateTest": {

@@ -1,11 +1,13 @@
 """Training with a checkpoint every epoch and exact resume.
 
-A run directory holds ``config.json``, ``state.json`` (epochs done, best PublicTest accuracy,
-early-stopping counter), ``history.csv``, ``checkpoint/`` (model + optimizer, every epoch) and
-``best_weights.h5`` (weights of the epoch with the best PublicTest accuracy; no optimizer
-state, so it stays small enough to commit). Running the same config on the same directory resumes
-after the last completed epoch; an interrupted epoch is redone from its start, and because the
-input pipeline is a pure function of (seed, epoch), it sees the same batches again.
+A run directory (`trainingdir.TrainingDir`) holds ``config.json``, ``state.json`` (epochs done,
+best PublicTest accuracy, early-stopping counter, the precision of each session), ``history.csv``,
+``checkpoint/`` (model + optimizer, every epoch) and ``best_weights.h5`` (weights of the epoch
+with the best PublicTest accuracy; no optimizer state). A model too large to commit trains live in
+the cache and keeps only its record here (see `trainingdir`). Running the same config on the same
+directory resumes after the last completed epoch; an interrupted epoch is redone from its start,
+and because the input pipeline is a pure function of (seed, epoch), it sees the same batches again.
+The compute precision may change between sessions (the weights are float32 either way).
 PrivateTest is never touched here: model selection uses PublicTest only.
 """
 
@@ -13,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,10 +34,10 @@ from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import keras_predictor, model_input
 from lightfer_utils.training.evaluate import count_flops, count_parameters
 from lightfer_utils.training.models import build_model
+from lightfer_utils.runtime.atomic import atomic_write
+from lightfer_utils.runtime.provenance import cpu_model, now_iso
 from lightfer_utils.training.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
-
-
-BEST_WEIGHTS = "best_weights.h5"  # legacy HDF5: layer weights only, no optimizer state
+from lightfer_utils.training.trainingdir import TrainingDir
 
 # Checkpoints are committed so that long training continues across sessions: shards of at
 # most 4 MB keep every committed file small.
@@ -82,6 +85,10 @@ class TrainConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
+    def same_run(self, other: TrainConfig) -> bool:
+        """Whether `other` describes the same run: everything equal but the compute precision."""
+        return replace(self, precision="").to_json() == replace(other, precision="").to_json()
+
 
 class Distiller(keras.Model):
     """Trains `student` on a mix of the labels and the `teacher`'s probabilities for the same
@@ -126,14 +133,11 @@ class Distiller(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-TEACHER_TARGETS = "teacher_targets.npy"
-
-
 def offline_targets(config: TrainConfig, train_data: FerData, run: Path, batch_size: int = 256) -> np.ndarray:
     """Soft targets for offline distillation: alpha * labels + (1 - alpha) * the teacher's
     probabilities on the un-augmented faces, softened by the temperature (p^(1/T), renormalised).
     Computed once and kept in the run, so a resumed run reuses them."""
-    cache = run / TEACHER_TARGETS
+    cache = TrainingDir(run).teacher_targets
     if cache.is_file():
         return np.load(cache)
     teacher = ensemble_teacher([load_trained(project_path(t)) for t in config.teacher.split(",")], config.teacher_flip)
@@ -269,12 +273,14 @@ class WeightAverage(keras.callbacks.Callback):
 
 
 class _EpochState(keras.callbacks.Callback):
-    """Saves checkpoint, history row, state and best model at the end of every epoch."""
+    """Saves checkpoint, history row, state and best model at the end of every epoch (in the
+    directory training writes, `record.work`), then mirrors the small files into the record."""
 
-    def __init__(self, run_dir: Path, manager: tf.train.CheckpointManager, state: dict[str, Any], patience: int,
+    def __init__(self, record: TrainingDir, manager: tf.train.CheckpointManager, state: dict[str, Any], patience: int,
                  student: keras.Model, average: WeightAverage | None = None):
         super().__init__()
-        self.run_dir, self.manager, self.state, self.patience = run_dir, manager, state, patience
+        self.record, self.work = record, record.work
+        self.manager, self.state, self.patience = manager, state, patience
         self.student = student  # the model itself, also when a Distiller trains it
         self.average = average  # when set, its weights are the ones validated, so the ones kept as best
         self.started = 0.0
@@ -289,7 +295,7 @@ class _EpochState(keras.callbacks.Callback):
         if improved:
             if self.average:
                 self.average.swap_in()
-            self.student.save_weights(self.run_dir / BEST_WEIGHTS)
+            self.student.save_weights(self.work.best_weights)
             if self.average:
                 self.average.swap_out()
             self.state.update(best_val_accuracy=float(logs["val_accuracy"]), best_epoch=epoch + 1, stale_epochs=0)
@@ -298,26 +304,20 @@ class _EpochState(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=epoch + 1, options=CHECKPOINT_OPTIONS)
         row = {"epoch": epoch + 1, "learning_rate": float(keras.backend.get_value(self.model.optimizer.learning_rate)),
                "seconds": round(seconds, 1), **{k: float(v) for k, v in logs.items() if k != "lr"}}
-        history = self.run_dir / "history.csv"
-        new_file = not history.exists()
-        with open(history, "a", newline="") as handle:
+        new_file = not self.work.history.exists()
+        with open(self.work.history, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(row))
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
         self.state["epochs_done"] = epoch + 1
         self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + seconds
-        _write_json(self.run_dir / "state.json", self.state)
         if self.patience and self.state["stale_epochs"] >= self.patience:
             self.model.stop_training = True
             self.state["stopped_early"] = True
-            _write_json(self.run_dir / "state.json", self.state)
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    partial.replace(path)
+        self.work.write_state(self.state)
+        if self.work.root != self.record.root:
+            self.work.mirror_to(self.record)
 
 
 def _truncate_history(history: Path, epochs_done: int) -> None:
@@ -341,35 +341,68 @@ def train(
     run_dir: str | os.PathLike[str],
     verbose: int = 2,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    precision: str | None = None,
 ) -> keras.Model:
-    """Train (or resume) in ``run_dir``; returns the best model by PublicTest accuracy (float32)."""
+    """Train (or resume) in ``run_dir``; returns the best model by PublicTest accuracy (float32).
+    `precision` (default: the config's) is this session's compute precision; see `session_precision`."""
     # everything the config names is checked before anything is written, so a mistake leaves no
     # config.json behind to block the corrected retry
     if not 0 <= config.weight_average_decay < 1:
         raise ValueError(f"weight_average_decay must lie in [0, 1) (0: off), got {config.weight_average_decay}")
-    if config.precision == "mixed_bfloat16" and not _complete(Path(run_dir), config):
-        support = bfloat16_support()
-        if support == "none":
-            raise ValueError("precision mixed_bfloat16: TensorFlow cannot train bfloat16 convolutions on this machine "
-                             "(oneDNN has no such kernel for CPUs without AVX-512); a run keeps the precision it "
-                             "started with, so train in float32, or continue this run on an AVX-512 CPU or a GPU")
-        if support == "emulated":
-            print("note: this CPU emulates bfloat16: mixed_bfloat16 trains about 3x slower here than float32")
-    with precision_policy(config.precision):
-        _train(config, train_data, val_data, Path(run_dir), verbose, callbacks or [])
+    record = TrainingDir(run_dir)
+    chosen = config.precision if _complete(record, config) else session_precision(config, record, precision)
+    with precision_policy(chosen):
+        _train(config, chosen, train_data, val_data, record, verbose, callbacks or [])
     return load_best(run_dir)
 
 
-def _complete(run: Path, config: TrainConfig) -> bool:
+def session_precision(config: TrainConfig, record: TrainingDir, requested: str | None = None) -> str:
+    """The compute precision of this session. Asked for (`requested`, or a new run's config) and
+    impossible here, mixed_bfloat16 is refused; a run that trained in mixed_bfloat16 before and lands
+    on a CPU without native bfloat16 continues in float32 instead (the weights are float32 either
+    way, so only the arithmetic of the coming epochs changes), and says so."""
+    wanted = requested or config.precision
+    if wanted not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {wanted!r}")
+    if wanted == "float32":
+        return wanted
+    support = bfloat16_support()
+    resumed = record.work.read_state().get("epochs_done", 0) > 0 or record.read_state().get("epochs_done", 0) > 0
+    if support == "native":
+        return wanted
+    if resumed and not requested:
+        print(f"note: {record.root} trained in mixed_bfloat16 so far; this CPU has no native bfloat16 "
+              f"({'emulated: 3x slower' if support == 'emulated' else 'no oneDNN kernel'}), so it continues in float32")
+        return "float32"
+    if support == "none":
+        raise ValueError("precision mixed_bfloat16: TensorFlow cannot train bfloat16 convolutions on this machine "
+                         "(oneDNN has no such kernel for CPUs without AVX-512); train in float32, or on an AVX-512 "
+                         "CPU or a GPU")
+    print("note: this CPU emulates bfloat16: mixed_bfloat16 trains about 3x slower here than float32")
+    return wanted
+
+
+def _complete(record: TrainingDir, config: TrainConfig) -> bool:
     """Whether the run finished (all its epochs, or stopped early) and kept its best weights."""
-    if not ((run / "state.json").is_file() and (run / BEST_WEIGHTS).is_file()):
+    state = record.read_state()
+    if not state or _best_weights_source(record) is None:
         return False
-    state = json.loads((run / "state.json").read_text())
     return bool(state.get("stopped_early")) or state["epochs_done"] >= config.epochs
 
 
-def _train(config: TrainConfig, train_data: FerData, val_data: FerData, run: Path, verbose: int,
-           callbacks: list[keras.callbacks.Callback]) -> None:
+def _best_weights_source(record: TrainingDir) -> Path | None:
+    """The file holding the run's best weights: best_weights.h5 (live or here), else a snapshot
+    of the best epoch."""
+    if record.best_weights.is_file():
+        return record.best_weights
+    best_epoch = record.read_state().get("best_epoch")
+    if record.snapshot.is_file() and best_epoch and record.read_snapshot_info().get("epoch") == best_epoch:
+        return record.snapshot
+    return None
+
+
+def _train(config: TrainConfig, precision: str, train_data: FerData, val_data: FerData, record: TrainingDir,
+           verbose: int, callbacks: list[keras.callbacks.Callback]) -> None:
     strategy = distribution_strategy()
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
@@ -378,43 +411,42 @@ def _train(config: TrainConfig, train_data: FerData, val_data: FerData, run: Pat
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
     named = [t for t in config.teacher.split(",") if t] + ([config.init_from] if config.init_from else [])
     missing = [m for m in named if not project_path(m).exists()]
-    if missing and not (run / "config.json").exists():  # a finished run needs its teacher no more
+    if missing and not record.config.exists():  # a finished run needs its teacher no more
         raise FileNotFoundError(f"teacher or init-from model not found: {', '.join(missing)}")
-    run.mkdir(parents=True, exist_ok=True)
-    config_file = run / "config.json"
-    if config_file.exists():
-        if load_config(run).to_json() != config.to_json():  # fields added since take their defaults
-            raise FileExistsError(
-                f"{run} holds a run with a different config; choose a new directory (runs are never overwritten)"
-            )
-    else:
-        config_file.write_text(config.to_json())
-        (run / "data.json").write_text(json.dumps(
+    work = record.work
+    for directory in {record.root, work.root}:
+        existing = TrainingDir(directory)
+        if existing.config.exists() and not load_config(directory).same_run(config):  # added fields take defaults
+            raise FileExistsError(f"{directory} holds a run with a different config; choose a new directory "
+                                  f"{'or live name ' if directory == work.root != record.root else ''}"
+                                  "(runs are never overwritten)")
+    work.root.mkdir(parents=True, exist_ok=True)
+    if not work.config.exists():
+        work.config.write_text(config.to_json() if not record.config.exists() else record.config.read_text())
+        work.data.write_text(record.data.read_text() if record.data.exists() else json.dumps(
             {"train_sha256": train_data.sha256, "val_sha256": val_data.sha256,
              "train_records": len(train_data), "val_records": len(val_data), "origin": train_data.origin},
             indent=2))
+        if work.root != record.root:
+            work.mirror_to(record)
 
     print(f"{config.model} {json.dumps(config.model_config)}: {count_parameters(model)['total']:,} parameters, "
           f"{count_flops(model) / 1e6:.1f} MFLOPs per face")
-    state_file = run / "state.json"
-    if _complete(run, config):  # a finished run needs no checkpoint
-        print(f"{run} is complete ({json.loads(state_file.read_text())['epochs_done']} epochs)")
+    if _complete(record, config):  # a finished run needs no checkpoint
+        print(f"{record.root} is complete ({record.read_state()['epochs_done']} epochs)")
         return
     with strategy.scope():
         average = WeightAverage(model, config.weight_average_decay) if config.weight_average_decay else None
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
                                      **({"weight_average": average.variables()} if average else {}))
-    manager = tf.train.CheckpointManager(checkpoint, run / "checkpoint", max_to_keep=1)
-    state: dict[str, Any] = {"epochs_done": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "stale_epochs": 0}
-    if manager.latest_checkpoint and state_file.exists():
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        state = json.loads(state_file.read_text())
-        state["epochs_done"] = int(manager.latest_checkpoint.rsplit("-", 1)[1])
-        _truncate_history(run / "history.csv", state["epochs_done"])
-        print(f"resuming {run} after epoch {state['epochs_done']}")
+    manager = tf.train.CheckpointManager(checkpoint, work.checkpoint, max_to_keep=1)
+    state = _resume(record, manager, checkpoint, model)
     if state.get("stopped_early") or state["epochs_done"] >= config.epochs:
-        print(f"{run} is complete ({state['epochs_done']} epochs)")
+        print(f"{record.root} is complete ({state['epochs_done']} epochs)")
         return
+    sessions = state.setdefault("sessions", [])
+    if not sessions or sessions[-1]["precision"] != precision:
+        sessions.append({"from_epoch": state["epochs_done"] + 1, "precision": precision, "cpu": cpu_model()})
     if config.init_from and state["epochs_done"] == 0:
         start = load_trained(project_path(config.init_from))
         if [w.shape for w in start.weights] != [w.shape for w in model.weights]:
@@ -427,7 +459,7 @@ def _train(config: TrainConfig, train_data: FerData, val_data: FerData, run: Pat
 
     train_labels = train_data.soft_labels if train_data.soft_labels is not None else train_data.labels
     if config.teacher and config.teacher_offline:
-        train_labels = offline_targets(config, train_data, run)
+        train_labels = offline_targets(config, train_data, work.root)
     with strategy.scope():  # the teacher is needed only when there is training left to do
         trained = compiled_for_training(config, model, optimizer)
     batch = config.batch_size * replicas
@@ -444,11 +476,100 @@ def _train(config: TrainConfig, train_data: FerData, val_data: FerData, run: Pat
         callbacks=[
             keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, config, replicas)),
             *([average] if average else []),  # before _EpochState, which saves what was validated
-            _EpochState(run, manager, state, config.patience, model, average),
+            _EpochState(record, manager, state, config.patience, model, average),
             *callbacks,
         ],
         verbose=verbose,
     )
+
+
+def _resume(record: TrainingDir, manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoint,
+            model: keras.Model) -> dict[str, Any]:
+    """The state training continues from, said in one line: the (live) checkpoint; else, for a live
+    run, the record's float16 snapshot when it is newer; else the start."""
+    work = record.work
+    live = work.root != record.root
+    checkpoint_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[1]) if manager.latest_checkpoint and work.state.is_file() else 0
+    snapshot_epoch = int(record.read_snapshot_info().get("epoch", 0)) if live and record.snapshot.is_file() else 0
+    if checkpoint_epoch and checkpoint_epoch >= snapshot_epoch:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        state = work.read_state()
+        state["epochs_done"] = checkpoint_epoch
+        _truncate_history(work.history, checkpoint_epoch)
+        print(f"resuming {record.root} after epoch {checkpoint_epoch}"
+              + (f" from its live checkpoint in {work.root}" if live else ""))
+        return state
+    if snapshot_epoch:
+        return _resume_from_snapshot(record, model, snapshot_epoch, checkpoint_epoch)
+    if live and record.read_state().get("epochs_done", 0) > 0:
+        raise FileNotFoundError(f"{record.root} trained {record.read_state()['epochs_done']} epochs, but neither its "
+                                f"live checkpoint ({work.checkpoint}) nor a snapshot ({record.snapshot.name}) is here; "
+                                "train in a new directory")
+    print(f"starting {record.root}" + (f", training live in {work.root}" if live else ""))
+    return {"epochs_done": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "stale_epochs": 0}
+
+
+def _resume_from_snapshot(record: TrainingDir, model: keras.Model, epoch: int, checkpoint_epoch: int) -> dict[str, Any]:
+    """Continue a live run whose cache was lost (or is older) from the record's float16 snapshot of
+    `epoch`: weights only, so Adam's moments start again; the schedule goes on by epoch. If the best
+    epoch came after the snapshot, or its weights are not here, the snapshot's epoch becomes the best."""
+    work = record.work
+    model.set_weights(read_snapshot(record, model))
+    state = record.read_state()
+    state["epochs_done"] = epoch
+    state.pop("stopped_early", None)
+    if record.history.is_file():
+        work.history.write_bytes(record.history.read_bytes())
+        _truncate_history(work.history, epoch)
+    note = ""
+    if state.get("best_epoch", 0) > epoch or not work.best_weights.is_file():
+        rows = [r for r in csv.DictReader(open(work.history, newline=""))] if work.history.is_file() else []
+        accuracy = next((float(r["val_accuracy"]) for r in rows if int(r["epoch"]) == epoch), -1.0)
+        if state.get("best_epoch", 0) != epoch:
+            note = f"; the best weights (epoch {state.get('best_epoch')}) were lost: the snapshot's epoch is the best so far"
+        model.save_weights(work.best_weights)
+        state.update(best_val_accuracy=accuracy, best_epoch=epoch, stale_epochs=0)
+    work.write_state(state)
+    work.mirror_to(record)
+    found = f"its live checkpoint stops at epoch {checkpoint_epoch}" if checkpoint_epoch else "no live checkpoint"
+    print(f"resuming {record.root} after epoch {epoch} from its float16 snapshot ({found} in {work.root}; "
+          f"weights only: Adam's moments start again){note}")
+    return state
+
+
+def write_snapshot(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The record's fallback: the weights of the latest checkpoint (no optimizer state) in float16,
+    replacing the snapshot before; returns what snapshot.json says."""
+    record = TrainingDir(run_dir)
+    manager_dir = record.work.checkpoint
+    latest = tf.train.latest_checkpoint(str(manager_dir))
+    if not latest:
+        raise FileNotFoundError(f"{record.root}: no checkpoint in {manager_dir} to take a snapshot of")
+    config = load_config(record.root)
+    model = build_model(config.model, **config.model_config)
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    weights = [w.numpy().astype(np.float16) for w in model.weights]
+    if not all(np.isfinite(w).all() for w in weights):
+        raise ValueError(f"{record.root}: a weight of the checkpoint does not fit in float16")
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"w{i:04d}": w for i, w in enumerate(weights)})
+    atomic_write(record.snapshot, buffer.getvalue())
+    info = {"epoch": int(latest.rsplit("-", 1)[1]), "dtype": "float16", "weights": len(weights),
+            "parameters": int(sum(w.size for w in weights)), "written": now_iso(), "cpu": cpu_model(),
+            "holds": "the model's weights after this epoch; no optimizer state"}
+    atomic_write(record.snapshot_info, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def read_snapshot(record: TrainingDir, model: keras.Model) -> list[np.ndarray]:
+    """The snapshot's weights in float32, checked against `model`'s shapes."""
+    with np.load(record.snapshot, allow_pickle=False) as stored:
+        weights = [stored[f"w{i:04d}"].astype(np.float32) for i in range(len(stored.files))]
+    expected = [tuple(w.shape) for w in model.weights]
+    if [w.shape for w in weights] != expected:
+        raise ValueError(f"{record.snapshot}: its weights do not fit {model.name} ({len(weights)} arrays, "
+                         f"{len(expected)} expected)")
+    return weights
 
 
 def compiled_for_training(config: TrainConfig, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.Model:
@@ -503,7 +624,7 @@ def project_path(model: str) -> Path:
 def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     """The run's config; fields and augmentation settings added since it was written take their
     defaults, which leave such runs as they were."""
-    config = TrainConfig(**json.loads((Path(run_dir) / "config.json").read_text()))
+    config = TrainConfig(**json.loads(TrainingDir(run_dir).config.read_text()))
     if config.augmentation is not None:
         config.augmentation = Augmentation(**config.augmentation).as_dict()
     return config
@@ -515,7 +636,15 @@ def load_best(run_dir: str | os.PathLike[str], precision: str = "float32") -> ke
     config = load_config(run_dir)
     with precision_policy(precision):
         model = build_model(config.model, **config.model_config)
-    model.load_weights(Path(run_dir) / BEST_WEIGHTS)
+    record = TrainingDir(run_dir)
+    source = _best_weights_source(record)
+    if source is None:
+        raise FileNotFoundError(f"{run_dir} is not a finished training run: no best weights "
+                                f"({record.best_weights} or a snapshot of the best epoch)")
+    if source == record.snapshot:
+        model.set_weights(read_snapshot(record, model))
+    else:
+        model.load_weights(source)
     return model
 
 
@@ -524,8 +653,6 @@ def load_trained(path: str | os.PathLike[str], precision: str = "float32") -> ke
     (.keras/.h5, safe mode, in the precision it was saved with)."""
     source = Path(path)
     if source.is_dir():
-        if not (source / BEST_WEIGHTS).is_file():
-            raise FileNotFoundError(f"{source} is not a finished training run: no {BEST_WEIGHTS}")
         return load_best(source, precision)
     from lightfer_utils.runtime.predictor import KERAS_SUFFIXES, load_predictor
 

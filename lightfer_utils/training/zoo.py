@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from lightfer_utils.runtime.predictor import keras_predictor
 from lightfer_utils.training.models import build_model
 from lightfer_utils.training.pipeline import Augmentation, steps_per_epoch
 from lightfer_utils.training.train import TrainConfig, load_best, load_config, seconds_per_step, train
+from lightfer_utils.training.trainingdir import TrainingDir
 
 TRAINING_FACES = 28_709  # FER2013's Training split: what one full epoch covers
 
@@ -36,7 +36,7 @@ def start_from(resume_from: str, names: list[str], training_root: Path) -> dict[
     only evaluates it when it is finished. The originals are not touched."""
     configs: dict[str, TrainConfig] = {}
     for source in (Path(s.strip()) for s in resume_from.split(",") if s.strip()):
-        if not (source / "config.json").is_file() or not (source / "state.json").is_file():
+        if not TrainingDir(source).config.is_file() or not TrainingDir(source).state.is_file():
             raise FileNotFoundError(f"resume_from: {source} is not a training directory (no config.json/state.json)")
         config = load_config(source)
         if config.model not in names:
@@ -156,8 +156,8 @@ def train_all(
         training_dir = RunDir(run_dir).training_dir(name)
         print(f"--- {name}")
         results[name] = train_and_evaluate(name, config, data, training_dir)
-        states[name] = json.loads((training_dir / "state.json").read_text())
-        histories[name] = pd.read_csv(training_dir / "history.csv")
+        states[name] = TrainingDir(training_dir).read_state()
+        histories[name] = pd.read_csv(TrainingDir(training_dir).history)
     return results, states, histories
 
 
