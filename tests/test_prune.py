@@ -9,7 +9,7 @@ import tf_keras as keras
 
 from conftest import random_faces
 from lightfer_utils.training.models import build_model
-from lightfer_utils.training.prune import (best_epoch_keeper, channel_plan, compression_ratio, fine_tune, magnitude_prune, prune_channels,
+from lightfer_utils.training.prune import (best_epoch_keeper, nonzero_parameters, channel_plan, compression_ratio, fine_tune, magnitude_prune, prune_channels,
                                   recalibrate_batch_norm, sparsity_table)
 from test_training import tiny_split
 
@@ -71,6 +71,28 @@ def test_magnitude_pruning_during_training_reaches_its_sparsity(kind):
         assert convs["sparsity"].between(0.55, 0.65).all(), convs["sparsity"]
     else:  # two of every four weights along the input channels
         assert convs.loc[convs["channels"] % 4 == 0, "sparsity"].between(0.49, 0.51).all()
+
+
+def test_magnitude_pruning_reaches_into_nested_backbones_and_separable_convolutions():
+    """The paper's Xception is a keras.applications backbone inside our model, made mostly of
+    SeparableConv2D: tfmot must wrap the layers inside it and prune the pointwise kernels."""
+    inner_in = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(8, 3, name="c1")(inner_in)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.SeparableConv2D(16, 3, name="s1")(h)
+    backbone = keras.Model(inner_in, keras.layers.GlobalAveragePooling2D()(h), name="backbone")
+    raw = keras.Input((48, 48, 1))
+    x = keras.layers.Resizing(12, 12)(raw)
+    x = keras.layers.Concatenate()([x, x, x])
+    model = keras.Model(raw, keras.layers.Dense(7, activation="softmax", name="probabilities")(backbone(x)))
+    pruned = magnitude_prune(model, tiny_split(64, 1, 0), tiny_split(14, 2, 1), 0.5, epochs=2, batch_size=8, verbose=0)
+    table = sparsity_table(pruned)
+    assert [name.removeprefix("prune_low_magnitude_") for name in table.index] == ["c1", "s1", "probabilities"]
+    assert table["sparsity"].between(0.45, 0.55).all(), table["sparsity"]
+    assert table.iloc[1]["weights"] == 8 * 16  # the pointwise kernel of s1
+    depthwise = pruned.get_layer(pruned.layers[-2].name).layers[3].depthwise_kernel.numpy()
+    assert (depthwise != 0).all()  # tfmot leaves depthwise kernels dense
+    assert nonzero_parameters(pruned) < pruned.count_params()
 
 
 def test_compression_ratio_of_a_smaller_model_counts_against_the_original():

@@ -123,6 +123,12 @@ def test_the_reproduce_profile_starts_from_the_shipped_models(good_csv, tmp_path
     assert set(p.parameters["cost_models"].split(",")) == {"vgg_style", "resnet50", "xception"}
 
 
+def test_the_paper_profile_compresses_the_paper_s_xception(good_csv, tmp_path):
+    p = runner.plan_run("paper", good_csv[0], tmp_path / "run")
+    assert p.parameters["compress"] == "xception" and "xception" in p.parameters["models"].split(",")
+    assert p.parameters["channel_keep"] == ""  # structured pruning is ours, not the paper's
+
+
 def test_failing_notebook_marks_the_run_failed(tmp_path, good_csv):
     folder = tmp_path / "nbs"
     folder.mkdir()

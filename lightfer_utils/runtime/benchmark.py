@@ -262,12 +262,14 @@ def save_benchmark_inputs(run, faces: np.ndarray) -> List[str]:
     return sorted(p.name for p in run.benchmark_inputs.iterdir())
 
 
-PIPELINE_FORMATS = ("onnx_fp32", "tflite_int8", "tensorrt_fp16", "ort_trt_fp32")  # end to end, where present
+# end to end, where present: the paper's Table 4 (framework x FP32/FP16), then our INT8 and GPU extras
+PIPELINE_FORMATS = ("keras_fp32", "onnx_fp32", "onnx_fp16", "tflite_fp32", "tflite_fp16", "tensorrt_fp32",
+                    "tensorrt_fp16", "onnx_int8", "tflite_int8", "ort_trt_fp32")
 
 
 def pipeline_table(predictors: Dict[str, object], stage, frames: np.ndarray, iterations: int):
-    """06's Table 3 measurements: the whole pipeline (detect, align, classify) on `frames` with
-    each of PIPELINE_FORMATS that this host runs."""
+    """06's end-to-end measurements (Tables 3 and 4, as the paper's FPS are): the whole pipeline
+    (detect, align, classify) on `frames` with each of PIPELINE_FORMATS that this host runs."""
     import pandas as pd
 
     rows = [dict(format=name, **pipeline_benchmark(predictors[name], stage, frames, iterations))

@@ -8,6 +8,7 @@ Runs on JetPack 4.6's Python 3.6 with numpy and psutil only (checked with vermin
 """
 
 import re
+import os
 import shutil
 import subprocess
 import threading
@@ -138,7 +139,8 @@ class ResourceMonitor:
         gpu_gb = max(self.gpu_memory) / 2**30 if self.gpu_memory else None
         power = mean(self.power_mw)
         return {
-            "cpu_percent": self.cpu_percent,
+            # the paper's unit: a share of the whole machine (psutil sums over cores: 200 % = 2 cores busy)
+            "cpu_percent_of_machine": self.cpu_percent / (os.cpu_count() or 1),
             "cpu_memory_gb": rss_gb,
             "gpu_memory_gb": gpu_gb,
             "total_memory_gb": (rss_gb or 0) + (gpu_gb or 0) if rss_gb is not None else None,

@@ -26,7 +26,8 @@ from lightfer_utils.runtime.predictor import model_input
 from lightfer_utils.training.pipeline import steps_per_epoch, training_dataset
 from lightfer_utils.training.train import Distiller
 
-PRUNABLE = (keras.layers.Conv2D, keras.layers.Dense)
+# tfmot prunes these kernels (of a SeparableConv2D its pointwise kernel; the depthwise one stays dense)
+PRUNABLE = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.Dense)
 PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU, keras.layers.Dropout,
                 keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
 
@@ -78,9 +79,10 @@ def magnitude_prune(
     m_by_n: tuple[int, int] | None = None,
     **fine_tune_args,
 ) -> keras.Model:
-    """Pruning during training: every Conv2D/Dense kernel is wrapped by tfmot's
+    """Pruning during training: every Conv2D/SeparableConv2D/Dense kernel is wrapped by tfmot's
     `prune_low_magnitude` (PolynomialDecay from 0 to `target_sparsity` over the first 70 % of the
-    steps, or 2:4-style `m_by_n` sparsity), fine-tuned, and stripped back to plain layers."""
+    steps, or 2:4-style `m_by_n` sparsity), fine-tuned, and stripped back to plain layers. Nested
+    models (keras.applications backbones such as the paper's Xception) are wrapped layer by layer too."""
     import tensorflow_model_optimization as tfmot
 
     sparsity = tfmot.sparsity.keras
@@ -96,6 +98,8 @@ def magnitude_prune(
         wrap_args = {"sparsity_m_by_n": m_by_n}
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=wrap)
         clone = layer.__class__.from_config(layer.get_config())
         return sparsity.prune_low_magnitude(clone, **wrap_args) if isinstance(layer, PRUNABLE) else clone
 
@@ -122,13 +126,25 @@ def _weights_for_wrapped(model: keras.Model, wrapped: keras.Model) -> list[np.nd
     return values
 
 
+def flat_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The model's layers, those of nested models in their place."""
+    return [inner for layer in model.layers
+            for inner in (flat_layers(layer) if isinstance(layer, keras.Model) else [layer])]
+
+
+def nonzero_parameters(model: keras.Model) -> int:
+    """Parameters (all weights: kernels, biases, batch-norm) that are not zero."""
+    return int(sum(np.count_nonzero(w) for w in model.get_weights()))
+
+
 def sparsity_table(model: keras.Model) -> pd.DataFrame:
-    """Per prunable layer: weights, zero weights, sparsity, and filters / input channels that are all zero."""
+    """Per prunable kernel: weights, zero weights, sparsity, and filters / input channels that are all
+    zero (of a SeparableConv2D: its pointwise kernel, the one tfmot prunes)."""
     rows = []
-    for layer in model.layers:
+    for layer in flat_layers(model):
         if not isinstance(layer, PRUNABLE):
             continue
-        kernel = layer.get_weights()[0]
+        kernel = (layer.pointwise_kernel if isinstance(layer, keras.layers.SeparableConv2D) else layer.kernel).numpy()
         zero = kernel == 0
         rows.append({"layer": layer.name, "weights": kernel.size, "zero_weights": int(zero.sum()),
                      "sparsity": float(zero.mean()), "filters": kernel.shape[-1],
@@ -354,12 +370,12 @@ def variant_row(
     weights_only.set_weights(model.get_weights())
     weights_only.save(saved)
     predict = keras_predictor(model)
-    weights = [w for layer in model.layers if isinstance(layer, PRUNABLE) for w in layer.get_weights()[:1]]
+    kernels = sparsity_table(model)
     return {
         "variant": name,
         "parameters": model.count_params(),
-        "nonzero_kernel_weights": int(sum(np.count_nonzero(w) for w in weights)),
-        **compression_ratio(sparsity_table(model), original),
+        "nonzero_kernel_weights": int(kernels["weights"].sum() - kernels["zero_weights"].sum()),
+        **compression_ratio(kernels, original),
         "mflops": round(count_flops(model) / 1e6, 1),
         "file_kb": round(saved.stat().st_size / 1024, 1),
         "gzipped_kb": round(gzipped_size(saved) / 1024, 1),
@@ -377,6 +393,8 @@ MAX_POINTS_LOST = 1.0
 def parse_fractions(text: str) -> list[float]:
     """A parameter such as "0.5,0.75,0.9" as numbers, each in (0, 1)."""
     values = [float(v) for v in text.split(",") if v.strip()]
+    if not text.strip():
+        return []  # none: e.g. no structured variants
     if not values or not all(0 < v < 1 for v in values):
         raise ValueError(f"{text!r}: expected comma-separated fractions between 0 and 1")
     return values

@@ -94,7 +94,8 @@ def training_cost_table(
 
 
 def model_config_for(name: str, xception_input_size: int) -> dict[str, Any]:
-    return {"input_size": xception_input_size} if name == "xception" else {}
+    """Xception trains from scratch with batch-norm momentum 0.9 (see models.xception)."""
+    return {"input_size": xception_input_size, "bn_momentum": 0.9} if name == "xception" else {}
 
 
 def zoo_table(configs: dict[str, TrainConfig]) -> pd.DataFrame:
@@ -170,6 +171,13 @@ def results_table(
                          for name in results]).set_index("model")
 
 
-def run_model(run_dir: str | Path, model_path: str) -> Path:
-    """The model 03-04 compress: `model_path` if given, else the run's own 02 light_fer_net."""
-    return Path(model_path) if model_path else RunDir(run_dir).training_dir("light_fer_net")
+def run_model(run_dir: str | Path, model_path: str, compress: str = "light_fer_net") -> Path:
+    """The model 03-04 compress: `model_path` if given, else the run's own 02 model `compress`
+    (light_fer_net; the paper profile: xception)."""
+    if model_path:
+        return Path(model_path)
+    source = RunDir(run_dir).training_dir(compress)
+    if not source.is_dir():
+        raise FileNotFoundError(f"compress={compress}: this run's 02 trained no such model ({source} is missing); "
+                                "name one of its models, or give model_path")
+    return source
