@@ -120,3 +120,32 @@ def test_compare_pipelines_runs_every_pipeline_on_the_same_frames_with_workers()
     assert result["one face"]["fps"] > 0 and set(seen) == {(4, 4)}
     with pytest.raises(ValueError, match="at least 1"):
         compare_pipelines(factories, frames, iterations=0)
+
+
+def test_the_nano_step_skips_in_one_line_without_tensorrt_and_checks_the_onnx_first(tmp_path, capsys):
+    """`python3 -m lightfer_utils.runtime.nano RUN` builds FP32/FP16 engines on the Nano and runs 06
+    there; here (no TensorRT) it says why in one line; an ONNX file TensorRT 8.2 cannot parse is
+    named before any engine is built."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from lightfer_utils.runtime import nano
+    from lightfer_utils.runtime.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.quantized.mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "lightfer_utils.runtime.nano", str(run.root)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("nano: skipped: no TensorRT engines can be built here: ")
+    assert len(result.stdout.splitlines()) == 1 and not result.stderr.strip()
+    assert nano.main([str(run.root), "--precisions", "fp64"]) == 2
+    assert "--precisions takes fp32, fp16, int8" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="model.onnx is missing"):
+        nano.build_engines(run, ["fp16"])
+    face = helper.make_tensor_value_info("face", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["face"], ["out"])], "g", [face],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(run.quantized / "model.onnx"))
+    with pytest.raises(ValueError, match=r"opset 17 \(TensorRT 8.2 parses up to 13\)"):
+        nano.build_engines(run, ["fp16"])
+    assert not run.tensorrt.exists()

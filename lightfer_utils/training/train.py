@@ -653,6 +653,8 @@ def load_trained(path: str | os.PathLike[str], precision: str = "float32") -> ke
     (.keras/.h5, safe mode, in the precision it was saved with)."""
     source = Path(path)
     if source.is_dir():
+        if not TrainingDir(source).config.is_file() or _best_weights_source(TrainingDir(source)) is None:
+            raise FileNotFoundError(f"{source} is not a finished training run: no config.json, or no best weights")
         return load_best(source, precision)
     from lightfer_utils.runtime.predictor import KERAS_SUFFIXES, load_predictor
 
