@@ -131,6 +131,22 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
     return value
 
 
+def _cmd_ship_paper(args: argparse.Namespace) -> int:
+    from lightfer_utils.data import load_fer2013
+    from lightfer_utils.training.paper_model import Compression, ship_paper_model
+
+    compression = Compression(sparsity=args.sparsity, epochs=args.epochs, batch_size=args.batch_size,
+                              learning_rate=args.lr, calibration_size=args.calibration_size)
+    card = ship_paper_model(args.run_dir, load_fer2013(args.data), args.name, args.models_dir, compression,
+                            args.work or None, overwrite=args.force)
+    for fmt, row in card["formats"].items():
+        print(f"{args.name} {fmt}: PublicTest {row['PublicTest_accuracy'] * 100:.2f} %, "
+              f"PrivateTest {row['PrivateTest_accuracy'] * 100:.2f} %")
+    print(f"Eq. 1 R over weights {card['pruning']['eq1']['R_weights']}; {card['architecture']['nonzero_parameters']:,} "
+          f"non-zero parameters; card: {args.models_dir}/{args.name}.card.md")
+    return 0
+
+
 def _cmd_ship(args: argparse.Namespace) -> int:
     from lightfer_utils.training.shipping import ship_model
 
@@ -465,6 +481,12 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
             print(f"{args.name} rebuilt, {split}: {evaluate(predict, part.images, part.labels).accuracy * 100:.2f} % "
                   f"(card: {card['metrics'][split]['accuracy'] * 100:.2f} %)")
         _compare_rebuilt_curve(args.name, where[args.name])
+    elif steps[-1].kind == "paper":
+        rebuilt = json.loads((Path(args.out) / "models" / f"{args.name}.card.json").read_text())
+        for fmt in rebuilt["formats"]:
+            print(f"{args.name} rebuilt ({fmt}): " + ", ".join(
+                f"{split} {rebuilt['formats'][fmt][split + '_accuracy'] * 100:.2f} % "
+                f"(card: {card['formats'][fmt][split + '_accuracy'] * 100:.2f} %)" for split in ("PublicTest", "PrivateTest")))
     else:
         rebuilt = json.loads((Path(args.out) / "models" / f"{args.name}.card.json").read_text())
         fmt = card["edge_format"]
@@ -601,6 +623,24 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--force", action="store_true", help="replace existing model files")
     edge.set_defaults(handler=_cmd_ship_edge)
 
+    paper = commands.add_parser(
+        "ship-paper", help="the paper's Light-FER from a trained Xception run: tfmot pruning during fine-tuning, FP16 "
+        "(the paper's) and INT8 files, each measured, shipped with a card",
+        epilog="example: lightfer ship-paper models/xception/training --data PATH")
+    paper.add_argument("run_dir", help="the trained Xception's training directory (or its record, for a --live run)")
+    paper.add_argument("--data", help="FER2013 CSV or image folder (default: $LIGHTFER_DATA, then data/fer2013)")
+    paper.add_argument("--name", default="light_fer_xception", help="shipped name (default: %(default)s)")
+    paper.add_argument("--models-dir", default="models", help="default: %(default)s")
+    paper.add_argument("--sparsity", type=float, default=0.5, help="tfmot target sparsity (default: %(default)s)")
+    paper.add_argument("--epochs", type=int, default=3, help="pruning fine-tuning epochs (default: %(default)s)")
+    paper.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
+    paper.add_argument("--lr", type=float, default=2e-4, help="Adam, cosine decay to 5 %% (default: %(default)s)")
+    paper.add_argument("--calibration-size", type=int, default=500, help="Training faces for INT8 (default: %(default)s)")
+    paper.add_argument("--work", default="", help="where the pruned model is kept and reused (default: compression/ "
+                       "beside the run's large files: in its live directory for a --live run)")
+    paper.add_argument("--force", action="store_true", help="replace existing model files")
+    paper.set_defaults(handler=_cmd_ship_paper)
+
     int8 = commands.add_parser("ship-int8", help="add INT8 files (TFLite, ONNX) of a shipped model, calibrated on "
                                "Training faces and measured, to its card")
     int8.add_argument("name", help="a shipped model (see `lightfer models`), not an edge model")
@@ -709,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TENSORFLOW_COMMANDS = frozenset({"train", "snapshot", "ship", "ship-edge", "ship-int8", "evaluate", "rebuild", "bench training"})
+TENSORFLOW_COMMANDS = frozenset({"train", "snapshot", "ship", "ship-paper", "ship-edge", "ship-int8", "evaluate", "rebuild", "bench training"})
 
 
 def import_tensorflow_quietly() -> None:

@@ -26,7 +26,7 @@ SOURCE_PARAMETERS = ("model_path", "resume_from", "models")
 @dataclass
 class Recipe:
     name: str
-    kind: str  # "train" or "edge"
+    kind: str  # "train", "edge" or "paper" (the paper's Light-FER: a trained model pruned and quantized)
     depends_on: list[str] = field(default_factory=list)
     config: TrainConfig | None = None  # train
     profile: str = ""  # edge: the run's profile and settings (without its source model)
@@ -39,6 +39,9 @@ class Recipe:
             extras += [f"init-from {self.init_from()}"] if config.init_from else []
             return (f"train {config.model} {json.dumps(config.model_config)} for {config.epochs} epochs"
                     + ("; " + "; ".join(extras) if extras else ""))
+        if self.kind == "paper":
+            settings = ", ".join(f"{k} {v}" for k, v in self.parameters.items())
+            return f"prune {self.depends_on[0]} during fine-tuning (tfmot; {settings}), FP16 and INT8: lightfer ship-paper"
         settings = " ".join(f"-p {k}={v}" for k, v in self.parameters.items())
         return f"compress {self.depends_on[0]}: lightfer run --profile {self.profile} --only 03,04 {settings}; ship-edge"
 
@@ -67,7 +70,11 @@ def recipe(name: str, models_dir: Path | None = None) -> Recipe:
     card_file = models / f"{name}.card.json"
     if not card_file.is_file():
         raise FileNotFoundError(f"no recipe for {name!r}: neither {training}/config.json nor {card_file}")
-    source = json.loads(card_file.read_text()).get("source_run")
+    card = json.loads(card_file.read_text())
+    if card.get("kind") == "paper":
+        compression = {k: v for k, v in card["compression"].items() if k not in ("source", "method")}
+        return Recipe(name, "paper", depends_on=[model_named(card["compression"]["source"])], parameters=compression)
+    source = card.get("source_run")
     if not source:
         raise ValueError(f"{card_file} names no source run, so {name} has no recipe")
     overrides = dict(source.get("overrides") or {})
@@ -100,7 +107,7 @@ def chain(name: str, models_dir: Path | None = None) -> list[Recipe]:
 
 
 def step_dir(out: Path, step: Recipe) -> Path:
-    return Path(out) / step.name / ("training" if step.kind == "train" else "run")
+    return Path(out) / step.name / {"train": "training", "edge": "run", "paper": "compression"}[step.kind]
 
 
 def recorded(path: Path) -> str:
@@ -142,6 +149,8 @@ def rebuild(
         target = step_dir(out, step)
         if step.kind == "train":
             train(rebuilt_config(step, locations), data.split("Training"), data.split("PublicTest"), target)
+        elif step.kind == "paper":
+            _rebuild_paper(step, locations[step.depends_on[0]], target, out / "models", data)
         else:
             _rebuild_edge(step, locations[step.depends_on[0]], target, out / "models", data, data_path)
         locations[step.name] = target
@@ -163,6 +172,15 @@ def _rebuild_edge(step: Recipe, source: Path, run_dir: Path, models_out: Path, d
         settings = [f"{k}={v}" for k, v in step.parameters.items()] + [f"model_path={source}"]
         execute(plan_run(step.profile, data_path, run_dir, settings, only=["03", "04"]))
     ship_edge_model(run_dir, data, step.name, models_out)
+
+
+def _rebuild_paper(step: Recipe, source: Path, work: Path, models_out: Path, data: FerData) -> None:
+    from lightfer_utils.training.paper_model import Compression, ship_paper_model
+
+    if (models_out / f"{step.name}.card.json").is_file():
+        print(f"{step.name} is already rebuilt in {models_out}")
+        return
+    ship_paper_model(source, data, step.name, models_out, Compression(**step.parameters), work)
 
 
 def compare_curves(rebuilt: Path, original: Path) -> list[str]:

@@ -102,3 +102,20 @@ def test_comparing_a_model_that_has_no_rebuilt_curve_is_one_clear_error(tmp_path
     assert main(["rebuild", "light_fer_net_deep_edge", "--compare", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("lightfer: error:") == 1 and "no training history to compare" in err and "Traceback" not in err
+
+
+def test_the_paper_model_s_recipe_is_its_card_s_compression_and_rebuilds_after_its_training(tmp_path):
+    from test_paper_model import tiny_data
+
+    shipped_chain(tmp_path / "models")
+    compression = {"sparsity": 0.5, "epochs": 1, "batch_size": 16, "learning_rate": 2e-4, "calibration_size": 20}
+    card = {"name": "p", "kind": "paper", "compression": {**compression, "source": "models/a/training", "method": "tfmot"}}
+    (tmp_path / "models" / "p.card.json").write_text(json.dumps(card))
+    steps = recipes.chain("p", tmp_path / "models")
+    assert [(s.name, s.kind) for s in steps] == [("a", "train"), ("p", "paper")]
+    assert steps[-1].depends_on == ["a"] and steps[-1].parameters == compression
+    assert steps[-1].describe().startswith("prune a during fine-tuning (tfmot; sparsity 0.5, epochs 1")
+    where = recipes.rebuild("p", tiny_data(), tmp_path / "out", models_dir=tmp_path / "models")
+    rebuilt = json.loads((tmp_path / "out" / "models" / "p.card.json").read_text())
+    assert rebuilt["compression"]["source"] == str(where["a"]) and rebuilt["kind"] == "paper"
+    assert where["p"] == tmp_path / "out" / "p" / "compression" and (where["p"] / "pruned.keras").is_file()
