@@ -15,3 +15,6 @@ __version__ = "0.1.0"
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 48
+
+# how tables name the paper's model as this package trains and compresses it (lightfer ship-paper)
+PAPER_MODEL_LABEL = "Light-FER (the paper's model, ours)"

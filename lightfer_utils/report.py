@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lightfer_utils import published
+from lightfer_utils import PAPER_MODEL_LABEL, published
 from lightfer_utils.runtime.rundir import RunDir
 
 NOT_RUN = "not run on this host"
@@ -72,6 +72,13 @@ def table_2(run_dir: Path) -> pd.DataFrame:
                                               "parameters": anchor["parameters"],
                                               "train_percent": anchor["Training_accuracy"],
                                               "test_percent": anchor["PrivateTest_accuracy"]})])
+    paper_csv = RunDir(run_dir).table(RunDir.PAPER_MODEL_RESULTS)
+    if paper_csv.exists():  # written by 02 when the shipped paper model was named and found
+        light_fer = pd.read_csv(paper_csv).set_index("model")
+        rows = pd.concat([rows, pd.DataFrame({
+            "source": "ours: the paper's Xception, pruned, " + light_fer["format"] + " file",
+            "parameters": light_fer["parameters"], "nonzero_parameters": light_fer["nonzero_parameters"],
+            "train_percent": light_fer["train_acc"], "test_percent": light_fer["test_acc"]})])
     paper = published.table_2().assign(source="paper", parameters=np.nan)
     table = pd.concat([rows, paper[["source", "parameters", "train_percent", "test_percent"]]])
     table["test_minus_light_fer"] = (table["test_percent"] - published.table_2().loc["Light-FER", "test_percent"]).round(2)
@@ -89,11 +96,11 @@ def main_model_name(run_dir: Path) -> str:
     return "light_fer_net"
 
 
-def _pipeline(run_dir: Path) -> pd.DataFrame:
+def _pipeline(run_dir: Path, name: str = "pipeline_benchmark") -> pd.DataFrame:
     """06's end-to-end rows; CPU as a share of the whole machine (runs before that column had the
     per-process sum over cores, converted here)."""
     host = json.loads(RunDir(run_dir).benchmark_host.read_text())
-    pipeline = read_csv(run_dir, "pipeline_benchmark.csv").set_index("format")
+    pipeline = read_csv(run_dir, f"{name}.csv").set_index("format")
     if "cpu_percent_of_machine" not in pipeline and "cpu_percent" in pipeline:
         pipeline["cpu_percent_of_machine"] = pipeline["cpu_percent"] / host["logical_cores"]
     pipeline["mem_percent_of_ram"] = 100 * pipeline["cpu_memory_gb"] / host["ram_gb"]
@@ -116,6 +123,14 @@ def table_3(run_dir: Path) -> pd.DataFrame:
                          "mem_percent_of_ram": pipeline["mem_percent_of_ram"].round(2),
                          "fps_end_to_end": pipeline["fps"].round(1)})
     ours.index = [f"{main_model_name(run_dir)} ({f})" for f in ours.index]
+    if RunDir(run_dir).table(RunDir.PAPER_MODEL_PIPELINE).exists():  # 06 timed the shipped paper model too
+        light_fer = _pipeline(run_dir, RunDir.PAPER_MODEL_PIPELINE)
+        light_fer = light_fer.loc[[f for f in ("onnx_fp16", "tflite_fp16", "onnx_fp32") if f in light_fer.index]]
+        ours = pd.concat([ours, pd.DataFrame({
+            "source": ours["source"].iloc[0] if len(ours) else "ours",
+            "cpu_percent_of_machine": light_fer["cpu_percent_of_machine"].round(1),
+            "mem_percent_of_ram": light_fer["mem_percent_of_ram"].round(2),
+            "fps_end_to_end": light_fer["fps"].round(1)}, index=[f"{PAPER_MODEL_LABEL} ({f})" for f in light_fer.index])])
     paper = published.table_3().rename(columns=columns).assign(source="paper (i5-10300H)")
     return pd.concat([ours, paper[ours.columns]])
 
@@ -124,10 +139,13 @@ def table_4(run_dir: Path) -> pd.DataFrame:
     """Framework x precision end to end (face stage + classifier, as the paper's FPS are) on this
     host, next to the paper's Jetson Nano, with the classifier alone at batch 1 in separate,
     labelled columns. Speed-ups are over Keras FP32 end to end, beside the paper's own ratio (what
-    carries across hardware). Rows the paper has and we could not run here are kept, marked 'not
-    run on this host'."""
-    bench = read_csv(run_dir, "benchmark.csv")
-    pipeline = _pipeline(run_dir)
+    carries across hardware). The paper's model when 06 timed it (the shipped Light-FER), else the
+    run's model (its name in `model`). Rows the paper has and we could not run here are kept,
+    marked 'not run on this host'."""
+    run = RunDir(run_dir)
+    paper_model = run.table(RunDir.PAPER_MODEL_PIPELINE).exists()
+    bench = read_csv(run_dir, f"{RunDir.PAPER_MODEL_BENCHMARK if paper_model else 'benchmark'}.csv")
+    pipeline = _pipeline(run_dir, RunDir.PAPER_MODEL_PIPELINE if paper_model else "pipeline_benchmark")
     measured = bench[bench["batch_size"] == 1].set_index("format") if "batch_size" in bench else bench.iloc[0:0]
     ours: dict[tuple[str, str], dict[str, Any]] = {}
     for name in [*pipeline.index, *[f for f in measured.index if f not in pipeline.index]]:
@@ -157,6 +175,7 @@ def table_4(run_dir: Path) -> pd.DataFrame:
     keras = joined.loc[("Keras", "FP32"), "fps"] if ("Keras", "FP32") in joined.index else np.nan
     joined["fps_vs_keras_fp32"] = (joined["fps"] / keras).round(2)
     joined["paper_fps_vs_keras_fp32"] = (joined["paper_fps"] / published.table_4().loc[("Keras", "FP32"), "fps"]).round(2)
+    joined.insert(0, "model", PAPER_MODEL_LABEL if paper_model else main_model_name(run_dir))
     return joined.sort_index()
 
 

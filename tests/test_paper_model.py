@@ -5,6 +5,7 @@ section is the recipe. A tiny model stands in for the 20.8 M-parameter Xception.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,15 +26,25 @@ def tiny_data() -> FerData:
                    source_rows=sum(len(p.labels) for p in parts))
 
 
-def test_the_paper_model_is_pruned_once_exported_measured_and_carded(tmp_path, capsys):
+COMPRESSION = Compression(sparsity=0.5, epochs=2, batch_size=16, calibration_size=20)
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """A tiny trained run and the paper model shipped from it: (tmp dir, data, card)."""
+    tmp_path = tmp_path_factory.mktemp("paper")
     data = tiny_data()
-    record = tmp_path / "training"
     config = TrainConfig(model_config={"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}, epochs=1,
                          batch_size=16, patience=0, warmup_epochs=0)
-    train(config, data.split("Training"), data.split("PublicTest"), record, verbose=0)
-    compression = Compression(sparsity=0.5, epochs=2, batch_size=16, calibration_size=20)
-    card = ship_paper_model(record, data, "paper_tiny", tmp_path / "models", compression, tmp_path / "work",
+    train(config, data.split("Training"), data.split("PublicTest"), tmp_path / "training", verbose=0)
+    card = ship_paper_model(tmp_path / "training", data, "paper_tiny", tmp_path / "models", COMPRESSION, tmp_path / "work",
                             latency_iterations=3)
+    return tmp_path, data, card
+
+
+def test_the_paper_model_is_pruned_once_exported_measured_and_carded(shipped, capsys):
+    tmp_path, data, card = shipped
+    record, compression = tmp_path / "training", COMPRESSION
     for fmt, suffix in PAPER_SUFFIXES.items():
         assert (tmp_path / "models" / f"paper_tiny{suffix}").is_file()
         row = card["formats"][fmt]
@@ -59,3 +70,58 @@ def test_the_paper_model_is_pruned_once_exported_measured_and_carded(tmp_path, c
                          tmp_path / "work", overwrite=True)
     with pytest.raises(ValueError, match="compression setting sparsity=1.5 is out of range"):
         Compression(sparsity=1.5)
+
+
+@pytest.fixture
+def zoo_of(shipped, monkeypatch):
+    """The shipped models are the tiny paper model's folder."""
+    from lightfer_utils.runtime import shipped_models
+
+    monkeypatch.setattr(shipped_models, "models_dir", lambda: shipped[0] / "models")
+    return shipped
+
+
+def test_02_measures_the_shipped_paper_model_from_its_fp16_file_or_says_why_not(zoo_of):
+    from lightfer_utils import PAPER_MODEL_LABEL
+    from lightfer_utils.training import zoo
+
+    _, data, card = zoo_of
+    row = zoo.paper_model_table("paper_tiny", data)
+    assert list(row.index) == [PAPER_MODEL_LABEL] and row.loc[PAPER_MODEL_LABEL, "format"] == "onnx_fp16"
+    assert row.loc[PAPER_MODEL_LABEL, "test_acc"] == pytest.approx(card["formats"]["onnx_fp16"]["PrivateTest_accuracy"] * 100,
+                                                                   abs=0.01)
+    assert row.loc[PAPER_MODEL_LABEL, "nonzero_parameters"] == card["architecture"]["nonzero_parameters"]
+    assert zoo.paper_model_table("", data) == "paper model not measured: no paper_model named"
+    assert zoo.paper_model_table("light_fer_xception", data).startswith(
+        "paper model not measured: no shipped model named 'light_fer_xception'")
+
+
+def test_06_times_each_format_of_the_paper_model_and_07_builds_tables_2_to_4_from_it(zoo_of, tmp_path):
+    import json
+    import shutil
+
+    from lightfer_utils import PAPER_MODEL_LABEL, report
+    from lightfer_utils.runtime import benchmark
+    from lightfer_utils.runtime.faces import FaceStage
+    from lightfer_utils.runtime.rundir import RunDir
+    from lightfer_utils.runtime.tagging import benchmark_frames
+    from lightfer_utils.training import zoo
+
+    _, data, card = zoo_of
+    smoke = RunDir(Path(__file__).resolve().parent.parent / "papermill_runs" / "smoke")
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(smoke.tables, run.tables, ignore=shutil.ignore_patterns("paper_table*"))
+    assert benchmark.paper_model_tables(run, "", True, data.images[:8], benchmark_frames()[:1], FaceStage(), 5, 2) == \
+        "paper model not benchmarked: no paper_model named"
+    classifier, end_to_end = benchmark.paper_model_tables(run, "paper_tiny", True, data.images[:8].astype(np.float32),
+                                                          benchmark_frames()[:2], FaceStage(), 5, 2)
+    assert set(end_to_end.index) == set(benchmark.PAPER_MODEL_FORMATS)
+    zoo.paper_model_table("paper_tiny", data).to_csv(run.table(run.PAPER_MODEL_RESULTS))
+    t2, t3, t4 = report.table_2(run.root), report.table_3(run.root), report.table_4(run.root)
+    assert t2.loc[PAPER_MODEL_LABEL, "nonzero_parameters"] == card["architecture"]["nonzero_parameters"]
+    assert {f"{PAPER_MODEL_LABEL} ({f})" for f in ("onnx_fp16", "tflite_fp16", "onnx_fp32")} <= set(t3.index)
+    assert (t4["model"] == PAPER_MODEL_LABEL).all()
+    assert t4.loc[("TFLite", "FP16"), "fps"] == round(end_to_end.loc["tflite_fp16", "fps"], 2)
+    assert t4.loc[("TensorRT", "FP16"), "status"].startswith("not run on this host")
+    assert t4.loc[("TensorRT", "FP16"), "paper_fps"] == 5.51
+    assert json.loads(run.benchmark_host.read_text())["logical_cores"] >= 1

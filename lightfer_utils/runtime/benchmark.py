@@ -343,3 +343,43 @@ def face_recall(stage_for: Callable[[int], object], min_faces: Sequence[int], fr
         row.update({"recall_{}px".format(s): hit / max(total, 1) for s, (hit, total) in found_per_size.items()})
         rows.append(row)
     return rows
+
+
+PAPER_MODEL_FORMATS = ("keras_fp32", "onnx_fp32", "onnx_fp16", "tflite_fp16", "onnx_int8", "tflite_int8")
+
+
+def paper_model_tables(run, name: str, include_keras: bool, faces: np.ndarray, frames: np.ndarray, stage,
+                       iterations: int, pipeline_iterations: int):
+    """06: the shipped paper model (`lightfer ship-paper`) in each of its formats, classifier alone
+    at batch 1 and end to end, written to the run (RunDir.PAPER_MODEL_BENCHMARK, _PIPELINE) for
+    Tables 3-4; or why it was not measured. Formats this host cannot run are rows with a reason."""
+    from lightfer_utils.runtime import shipped_models
+    from lightfer_utils.runtime.errors import ModelLoadError
+    from lightfer_utils.runtime.predictor import load_predictor
+
+    if not name:
+        return "paper model not benchmarked: no paper_model named"
+    try:
+        card = shipped_models.card(name)
+    except ModelLoadError as err:
+        return "paper model not benchmarked: {}".format(err)
+    predictors, not_run = {}, []  # type: Dict[str, object], List[Tuple[str, str]]
+    for fmt in PAPER_MODEL_FORMATS:
+        if fmt not in card["files"]:
+            continue
+        if fmt.startswith("keras") and not include_keras:
+            not_run.append((fmt, "include_keras is False (no TensorFlow on this host)"))
+            continue
+        try:
+            predictors[fmt] = load_predictor(shipped_models.model_file(name, fmt))
+        except ModelLoadError as err:
+            not_run.append((fmt, str(err)))
+    for precision in ("fp32", "fp16"):  # the paper's engines are built on the Nano (runtime/nano.py)
+        not_run.append(("tensorrt_" + precision, "no TensorRT engine of {} on this host".format(name)))
+    if not predictors:
+        return "paper model not benchmarked: none of its files runs here ({})".format(
+            "; ".join("{}: {}".format(f, why) for f, why in not_run))
+    classifier = benchmark_table(predictors, not_run, faces, [1], iterations, run.table(run.PAPER_MODEL_BENCHMARK))
+    end_to_end = pipeline_table(predictors, stage, frames, pipeline_iterations)
+    end_to_end.to_csv(str(run.table(run.PAPER_MODEL_PIPELINE)))
+    return classifier, end_to_end

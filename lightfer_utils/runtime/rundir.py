@@ -37,6 +37,11 @@ class RunDir:
     def table(self, name: str) -> Path:
         return self.tables / (name + ".csv")
 
+    # tables that one notebook writes and 07 reads, named once
+    PAPER_MODEL_RESULTS = "paper_model_results"  # 02: the shipped paper model's Table 2 row
+    PAPER_MODEL_BENCHMARK = "paper_model_benchmark"  # 06: its formats, classifier alone
+    PAPER_MODEL_PIPELINE = "paper_model_pipeline_benchmark"  # 06: its formats, end to end
+
     @property
     def figures(self) -> Path:
         return self.root / "figures"

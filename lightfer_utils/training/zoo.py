@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from lightfer_utils import PAPER_MODEL_LABEL
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime.rundir import RunDir
 from lightfer_utils.training.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta
@@ -181,3 +182,31 @@ def run_model(run_dir: str | Path, model_path: str, compress: str = "light_fer_n
         raise FileNotFoundError(f"compress={compress}: this run's 02 trained no such model ({source} is missing); "
                                 "name one of its models, or give model_path")
     return source
+
+
+PAPER_MODEL_FORMAT = "onnx_fp16"  # the paper's precision, in the format ONNX Runtime runs fastest here
+
+
+def paper_model_table(name: str, data: FerData) -> pd.DataFrame | str:
+    """02: the shipped paper model (the paper's Xception, trained and compressed by this package:
+    `lightfer ship-paper`) measured from its FP16 file on this run's Training and PrivateTest, as
+    Table 2 reports models; or why it was not measured (none named, not shipped, files missing)."""
+    from lightfer_utils.runtime import shipped_models
+    from lightfer_utils.runtime.errors import ModelLoadError
+    from lightfer_utils.runtime.predictor import load_predictor
+
+    if not name:
+        return "paper model not measured: no paper_model named"
+    try:
+        card = shipped_models.card(name)
+        predict = load_predictor(shipped_models.model_file(name, PAPER_MODEL_FORMAT))
+    except ModelLoadError as err:
+        return f"paper model not measured: {err}"
+    train, test = data.split("Training"), data.split("PrivateTest")
+    architecture = card["architecture"]
+    return pd.DataFrame([{
+        "name": name, "format": PAPER_MODEL_FORMAT, "parameters": architecture["parameters"]["total"],
+        "nonzero_parameters": architecture.get("nonzero_parameters"),
+        "train_acc": round(evaluate(predict, train.images, train.labels).accuracy * 100, 2),
+        "test_acc": round(evaluate(predict, test.images, test.labels).accuracy * 100, 2),
+    }], index=pd.Index([PAPER_MODEL_LABEL], name="model"))
