@@ -329,10 +329,31 @@ def test_weight_average_follows_the_warmed_up_decay():
         WeightAverage(model, decay=1.0)
 
 
-def test_a_bad_weight_average_decay_is_refused_before_the_run_is_written(tmp_path):
-    with pytest.raises(ValueError, match="weight_average_decay must lie in"):
-        train(TrainConfig(weight_average_decay=1.5), tiny_split(16, 1, 0), tiny_split(7, 2, 1), tmp_path / "run")
+@pytest.mark.parametrize("setting, value, message", [
+    ("weight_average_decay", 1.5, r"weight_average_decay must be a finite number in \[0, 1\) \(0: off\), got 1.5"),
+    ("batch_size", 0, "batch_size must be a whole number >= 1, got 0"),
+    ("epochs", 2.5, "epochs must be a whole number >= 1, got 2.5"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number > 0, got nan"),
+    ("learning_rate", float("inf"), "learning_rate must be a finite number > 0, got inf"),
+    ("min_learning_rate", 1e308 * 10, "min_learning_rate must be a finite number >= 0, got inf"),
+    ("label_smoothing", 1.0, r"label_smoothing must be a finite number in \[0, 1\), got 1.0"),
+    ("distill_temperature", 0.0, "distill_temperature must be a finite number > 0, got 0.0"),
+    ("patience", True, "patience must be a whole number"),
+])
+def test_a_bad_number_is_refused_before_the_run_is_written(tmp_path, setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(**{setting: value}), tiny_split(16, 1, 0), tiny_split(7, 2, 1), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_an_unknown_setting_is_named(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**json.loads(TrainConfig().to_json()), "colour": "red"}))
+    with pytest.raises(ValueError, match=r"run/config.json: not a training config \(unknown setting colour\)"):
+        load_config(tmp_path / "run")
+    (tmp_path / "run" / "config.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="config.json is not JSON"):
+        load_config(tmp_path / "run")
 
 
 def test_weight_averaged_run_validates_and_keeps_the_average_and_resumes_it(tmp_path):

@@ -85,6 +85,23 @@ class TrainConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
+    def check(self) -> None:
+        """Every number finite, whole where it counts, and in its range: these come from the command
+        line and from config files, and are checked before anything is written."""
+        ranges = {"epochs": (lambda v: v >= 1, ">= 1"), "batch_size": (lambda v: v >= 1, ">= 1"),
+                  "warmup_epochs": (lambda v: v >= 0, ">= 0"), "patience": (lambda v: v >= 0, ">= 0 (0: never stop)"),
+                  "seed": (lambda v: True, "any whole number"), "learning_rate": (lambda v: v > 0, "> 0"),
+                  "min_learning_rate": (lambda v: v >= 0, ">= 0"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "distill_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"), "distill_temperature": (lambda v: v > 0, "> 0"),
+                  "weight_average_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: off)")}
+        whole = ("epochs", "batch_size", "warmup_epochs", "patience", "seed")
+        for name, (in_range, wanted) in ranges.items():
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or (name in whole and not isinstance(value, int)) or not in_range(value):
+                kind = "a whole number" if name in whole else "a finite number"
+                raise ValueError(f"{name} must be {kind} {wanted}, got {value!r}")
+
     def same_run(self, other: TrainConfig) -> bool:
         """Whether `other` describes the same run: everything equal but the compute precision."""
         return replace(self, precision="").to_json() == replace(other, precision="").to_json()
@@ -347,8 +364,7 @@ def train(
     `precision` (default: the config's) is this session's compute precision; see `session_precision`."""
     # everything the config names is checked before anything is written, so a mistake leaves no
     # config.json behind to block the corrected retry
-    if not 0 <= config.weight_average_decay < 1:
-        raise ValueError(f"weight_average_decay must lie in [0, 1) (0: off), got {config.weight_average_decay}")
+    config.check()
     record = TrainingDir(run_dir)
     chosen = config.precision if _complete(record, config) else session_precision(config, record, precision)
     with precision_policy(chosen):
@@ -624,7 +640,16 @@ def project_path(model: str) -> Path:
 def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     """The run's config; fields and augmentation settings added since it was written take their
     defaults, which leave such runs as they were."""
-    config = TrainConfig(**json.loads(TrainingDir(run_dir).config.read_text()))
+    path = TrainingDir(run_dir).config
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not JSON ({err})") from None
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(settings) - known) if isinstance(settings, dict) else []
+    if not isinstance(settings, dict) or unknown:
+        raise ValueError(f"{path}: not a training config ({'unknown setting ' + ', '.join(unknown) if unknown else 'not a JSON object'})")
+    config = TrainConfig(**settings)
     if config.augmentation is not None:
         config.augmentation = Augmentation(**config.augmentation).as_dict()
     return config
