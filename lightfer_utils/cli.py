@@ -111,6 +111,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
     from lightfer_utils.training.train import write_snapshot
+    from lightfer_utils.training.trainingdir import TrainingDir
 
     info = write_snapshot(args.run_dir)
     record = TrainingDir(args.run_dir)
@@ -341,6 +342,7 @@ def _cmd_bench_training(args: argparse.Namespace) -> int:
     from lightfer_utils.data import FerData
     from lightfer_utils.training.pipeline import steps_per_epoch
     from lightfer_utils.training.train import PRECISIONS, bfloat16_support, load_config, seconds_per_step
+    from lightfer_utils.training.trainingdir import TrainingDir
     from lightfer_utils.training.zoo import TRAINING_FACES
 
     precisions = [p for p in args.precision.split(",") if p]
@@ -349,7 +351,7 @@ def _cmd_bench_training(args: argparse.Namespace) -> int:
         raise ValueError(f"--precision takes {', '.join(PRECISIONS)} (comma-separated), got {args.precision!r}")
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    if not (Path(args.run_dir) / "config.json").is_file():
+    if not TrainingDir(args.run_dir).config.is_file():
         raise FileNotFoundError(f"{args.run_dir} is not a training run: no config.json")
     config = load_config(args.run_dir)
     count = 4 * config.batch_size  # the time of a step does not depend on what the faces show
@@ -453,6 +455,7 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     import json
 
     from lightfer_utils import recipes
+    from lightfer_utils.training.trainingdir import TrainingDir
 
     steps = recipes.chain(args.name)
     if args.list:
@@ -461,7 +464,7 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
         return 0
     if args.compare:
         rebuilt = recipes.step_dir(Path(args.out), steps[-1])
-        if steps[-1].kind != "train" or not (rebuilt / "history.csv").is_file():
+        if steps[-1].kind != "train" or not TrainingDir(rebuilt).history.is_file():
             raise FileNotFoundError(f"{rebuilt}: no training history to compare (only trained models have one)")
         _compare_rebuilt_curve(args.name, rebuilt)
         return 0

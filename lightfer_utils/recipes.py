@@ -18,6 +18,7 @@ from typing import Any
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime import provenance, shipped_models
 from lightfer_utils.training.train import TrainConfig, load_config
+from lightfer_utils.training.trainingdir import TrainingDir
 
 # run parameters that name the model a compression run starts from; a rebuild sets its own
 SOURCE_PARAMETERS = ("model_path", "resume_from", "models")
@@ -63,7 +64,7 @@ def model_named(path: str) -> str:
 def recipe(name: str, models_dir: Path | None = None) -> Recipe:
     models = Path(models_dir) if models_dir else shipped_models.models_dir()
     training = models / name / "training"
-    if (training / "config.json").is_file():
+    if TrainingDir(training).config.is_file():
         found = Recipe(name, "train", config=load_config(training))
         found.depends_on = sorted(set(found.teachers() + ([found.init_from()] if found.config.init_from else [])))
         return found
@@ -188,7 +189,7 @@ def compare_curves(rebuilt: Path, original: Path) -> list[str]:
     their `history.csv`: training loss, PublicTest accuracy, and the best PublicTest reached so far."""
     import pandas as pd
 
-    ours, theirs = (pd.read_csv(Path(d) / "history.csv").set_index("epoch") for d in (rebuilt, original))
+    ours, theirs = (pd.read_csv(TrainingDir(d).history).set_index("epoch") for d in (rebuilt, original))
     epochs = ours.index.intersection(theirs.index)
     if epochs.empty:
         return [f"{rebuilt}: no epoch to compare yet"]
