@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import replace
@@ -195,6 +196,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                for model in args.models]
     predict = mean_predictor(members)
     split = _load_labelled(args).split(args.split)
+    if len(split) == 0:
+        raise ValueError(f"the data holds no {args.split} faces: nothing to evaluate")
     result = evaluate(predict, split.images, split.labels)
     described = " + ".join(f"{member.path} ({member.runtime})" for member in members)
     ensemble = f"mean probability of {len(members)} models: " if len(members) > 1 else ""
@@ -231,13 +234,15 @@ def _load_model(model: str | None):
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from lightfer_utils.runtime.faces import FaceStage
+    from lightfer_utils.runtime.safe_text import terminal_text
     from lightfer_utils.runtime.tagging import (ResultWriter, check_outputs, expand_inputs, face_table, no_face_hint,
                                                 predict_files)
 
     if not args.paths and args.webcam is None:
         raise ValueError("give image, folder or video paths, or --webcam")
-    if args.max_megapixels <= 0 or args.workers < 1:
-        raise ValueError(f"--max-megapixels must be positive and --workers at least 1, got {args.max_megapixels} and {args.workers}")
+    if not (math.isfinite(args.max_megapixels) and args.max_megapixels > 0) or args.workers < 1:
+        raise ValueError(f"--max-megapixels must be a finite positive number and --workers at least 1, got "
+                         f"{args.max_megapixels} and {args.workers}")
     csv_path, json_path, annotate_dir = (Path(p) if p else None for p in (args.csv, args.json, args.annotate))
     inputs = expand_inputs(args.paths)
     check_outputs(csv_path, json_path, annotate_dir, inputs, force=args.force, resume=args.resume, make_dirs=args.mkdir)
@@ -249,13 +254,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         run = predict_files(inputs, predictor, stage, every=args.every, annotate_dir=annotate_dir, writer=writer,
                             crops=args.crops, max_pixels=int(args.max_megapixels * 1e6),
-                            on_skip=lambda reason: print(f"skipped: {reason}", file=sys.stderr), workers=args.workers)
+                            on_skip=lambda reason: print(f"skipped: {terminal_text(reason)}", file=sys.stderr),
+                            workers=args.workers)
     finally:
         writer.close()
     print(face_table(run.rows) if run.rows else "no faces found")
     for name in run.files_without_faces:
-        print(f"no face: {name}", file=sys.stderr)
-    outputs = " and ".join(str(p) for p in (csv_path, json_path) if p) or "no file (pass --csv or --json to keep them)"
+        print(f"no face: {terminal_text(name)}", file=sys.stderr)
+    outputs = terminal_text(" and ".join(str(p) for p in (csv_path, json_path) if p)) or "no file (pass --csv or --json to keep them)"
     resumed = f", {run.already_done} already in the outputs" if run.already_done else ""
     print(f"{len(run.rows)} faces with {predictor.runtime} ({predictor.path.name}) from {run.done} of {run.total} inputs"
           f"{resumed}; {len(run.problems)} skipped, {len(run.files_without_faces)} without a face; written to {outputs}",
@@ -794,7 +800,9 @@ def _report(err: BaseException) -> int:
     if isinstance(err, KeyboardInterrupt):
         print("lightfer: interrupted", file=sys.stderr)
         return 130
-    print(f"lightfer: error: {err}", file=sys.stderr)
+    from lightfer_utils.runtime.safe_text import terminal_text
+
+    print(f"lightfer: error: {terminal_text(str(err))}", file=sys.stderr)
     return 1 if isinstance(err, RuntimeError) else 2
 
 

@@ -25,6 +25,14 @@ class MissingArtifact(FileNotFoundError):
     """A file an earlier notebook should have written into the run directory."""
 
 
+def _host(run_dir: Path) -> dict[str, Any]:
+    """The machine 06 measured on (RunDir.benchmark_host)."""
+    path = RunDir(run_dir).benchmark_host
+    if not path.is_file():
+        raise MissingArtifact(f"{path} is missing: run 06 first")
+    return json.loads(path.read_text())
+
+
 def read_csv(run_dir: Path, name: str, **kwargs) -> pd.DataFrame:
     path = RunDir(run_dir).tables / name
     if not path.is_file():
@@ -99,7 +107,7 @@ def main_model_name(run_dir: Path) -> str:
 def _pipeline(run_dir: Path, name: str = "pipeline_benchmark") -> pd.DataFrame:
     """06's end-to-end rows; CPU as a share of the whole machine (runs before that column had the
     per-process sum over cores, converted here)."""
-    host = json.loads(RunDir(run_dir).benchmark_host.read_text())
+    host = _host(run_dir)
     pipeline = read_csv(run_dir, f"{name}.csv").set_index("format")
     if "cpu_percent_of_machine" not in pipeline and "cpu_percent" in pipeline:
         pipeline["cpu_percent_of_machine"] = pipeline["cpu_percent"] / host["logical_cores"]
@@ -114,7 +122,7 @@ def table_3(run_dir: Path) -> pd.DataFrame:
     """End to end (face stage + classifier on 640x480 frames) on this machine for the run's model in
     its deployment formats, next to the paper's PC. CPU and memory in the paper's units: % of the
     whole machine (all logical cores) and % of its RAM."""
-    host = json.loads(RunDir(run_dir).benchmark_host.read_text())
+    host = _host(run_dir)
     pipeline = _pipeline(run_dir)
     pipeline = pipeline.loc[[f for f in TABLE_3_FORMATS if f in pipeline.index] or list(pipeline.index)]
     columns = {"cpu_percent": "cpu_percent_of_machine", "mem_percent": "mem_percent_of_ram", "fps": "fps_end_to_end"}

@@ -197,6 +197,8 @@ def plan_run(
     parameters.update(overrides)
     if "data_path" in overrides:
         raise ParameterError("parameter 'data_path' is set with --data, not -p")
+    if "run_dir" in overrides:  # every notebook writes into the run's own directory, never another run's
+        raise ParameterError("parameter 'run_dir' is set with --out, not -p")
     run_id = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(out) if out else RUNS_DIR / run_id
     if run_dir.exists():
@@ -308,6 +310,9 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
         raise FileNotFoundError(f"run directory not found: {run}")
     if not RunDir(run).tables.is_dir():
         raise FileNotFoundError(f"{run} holds no tables/: not a run directory of `lightfer run`, or 01-06 did not run")
+    if not RunDir(run).table("model_results").is_file():
+        raise FileNotFoundError(f"{run} has no results of 02 ({RunDir(run).table('model_results').name}): the tables "
+                                "report on 02-06, so run those first")
     target = RunDir(run).notebook("07_tables")
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force to regenerate the tables and REPRODUCTION.md")

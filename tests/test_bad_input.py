@@ -284,3 +284,40 @@ def test_a_tflite_prediction_writes_only_its_own_summary_to_stderr(tmp_path):
     assert len(quiet.stderr.splitlines()) == 1
     debugging = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**env, "LIGHTFER_DEBUG": "1"})
     assert debugging.returncode == 0 and "XNNPACK" in debugging.stderr
+
+
+# --------------------------------------------------------------------------- input names never reach outputs raw
+
+
+def test_hostile_names_reach_csv_json_and_the_terminal_neutralised_and_resume_matches_them(tmp_path, onnx_model, capsys,
+                                                                                          monkeypatch):
+    """A name that a spreadsheet would run (=, +, -, @), one with a terminal escape sequence and one
+    that is not UTF-8, all made here: the CSV cell is quoted with an apostrophe, the terminal sees
+    escapes, the bytes that are not UTF-8 become \\xNN, and --resume recognises every one of them."""
+    import json
+    import os
+
+    from lightfer_utils.runtime.safe_text import csv_cell, path_text, terminal_text
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    face = Image.fromarray(data.astronaut())
+    names = ["=HYPERLINK(1).png", "+1.png", "@cmd.png", "-x.png", "\x1b[31mred.png"]
+    for name in names:
+        face.save(folder / name)
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), "wb") as handle:  # Latin-1 bytes: not UTF-8
+        face.save(handle, format="PNG")
+    monkeypatch.chdir(folder)
+    inputs = [*names, os.fsdecode(b"caf\xe9.png")]
+    outputs = ("--csv", tmp_path / "r.csv", "--json", tmp_path / "r.jsonl")
+    status, out, err = run(capsys, "--model", onnx_model, *outputs, "--", *inputs)
+    assert status == 0 and "\x1b" not in out + err and "\\x1b[31mred.png" in out
+    cells = csv_files(tmp_path / "r.csv")
+    assert cells == ["'=HYPERLINK(1).png", "'+1.png", "'@cmd.png", "'-x.png", "\x1b[31mred.png", "caf\\xe9.png"]
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["file"] for r in records] == [*names, "caf\\xe9.png"]  # JSON is not a spreadsheet: the names as they are
+    status, out, err = run(capsys, "--model", onnx_model, *outputs, "--resume", "--", *inputs)
+    assert status == 0 and "6 already in the outputs" in err
+    assert len(csv_files(tmp_path / "r.csv")) == 6
+    assert csv_cell("-2+3") == "'-2+3" and csv_cell("a=b") == "a=b"
+    assert terminal_text("a\nb\x9bc") == "a\\nb\\x9bc" and path_text(os.fsdecode(b"\xff")) == "\\xff"

@@ -118,3 +118,27 @@ def test_mixed_bfloat16_on_a_cpu_without_bfloat16_kernels_is_one_line_and_writes
     resumed = subprocess.run([sys.executable, "-m", "lightfer_utils.cli", "train", "--data", str(good_csv[0]), "--out",
                               str(run), "--resume"], capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0 and "is complete (1 epochs)" in resumed.stdout, resumed.stderr
+
+
+@pytest.mark.parametrize("command", ["ship", "ship-paper"])
+def test_a_model_name_cannot_leave_its_folder(tmp_path, good_csv, capsys, command):
+    (tmp_path / "models").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [command, str(tmp_path / "run"), "--data", str(good_csv[0]), "--name", "../escaped", "--models-dir",
+            str(tmp_path / "models")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().endswith("--name: a model name is letters, digits, '_' and '-' (at most 100, "
+                                                    "no path), got '../escaped'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not list((tmp_path / "models").iterdir())
+
+
+def test_evaluating_an_empty_split_is_one_line_not_nan(tmp_path, capsys):
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parent.parent / "models" / "mini_xception.onnx"
+    csv_path = tmp_path / "train_only.csv"
+    write_contest_csv(csv_path, random_faces(7), list(range(7)), ["Training"] * 7)
+    assert main(["evaluate", str(model), "--data", str(csv_path), "--split", "PrivateTest"]) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == 1 and "nan" not in err.lower()
+    assert "lightfer: error: the data holds no PrivateTest faces: nothing to evaluate\n" in err

@@ -155,6 +155,11 @@ def test_tables_on_a_run_without_tables_is_one_line_and_leaves_nothing(tmp_path,
     assert lightfer(["tables", str(tmp_path / "run")]) == 2
     assert "holds no tables/" in capsys.readouterr().err
     assert list((tmp_path / "run").iterdir()) == []
+    (tmp_path / "run" / "tables").mkdir()  # a run that stopped after 01
+    (tmp_path / "run" / "tables" / "class_counts.csv").write_text("split,count\n")
+    assert lightfer(["tables", str(tmp_path / "run")]) == 2
+    assert "has no results of 02 (model_results.csv): the tables report on 02-06" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["tables"]
 
 
 def test_a_parameter_line_papermill_cannot_parse_is_an_error(tmp_path):
@@ -190,3 +195,9 @@ def test_tables_rebuilds_07_from_a_runs_tables_and_records_the_code_that_did(tmp
     regenerated = json.loads((run / "manifest.json").read_text())["tables_regenerated"]
     assert len(regenerated) == 1 and {"commit", "dirty"} <= set(regenerated[0]["git"])
     assert lightfer(["tables", str(run)]) == 2  # the rebuilt notebook is not replaced without --force
+
+
+def test_run_dir_cannot_point_a_run_at_another_run(good_csv, tmp_path):
+    with pytest.raises(runner.ParameterError, match="parameter 'run_dir' is set with --out, not -p"):
+        runner.plan_run("smoke", good_csv[0], tmp_path / "run", [f"run_dir={tmp_path / 'finished'}"])
+    assert not (tmp_path / "run").exists()

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from lightfer_utils import CLASS_NAMES
+from lightfer_utils.runtime.safe_text import csv_cell, path_text, terminal_text
 from lightfer_utils.runtime.faces import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, classify_faces,
                                   crop_as_face, read_image, video_frame_count, video_frames)
 from lightfer_utils.runtime.predictor import Predictor
@@ -130,7 +131,7 @@ class ResultWriter:
                     reader = csv.DictReader(handle)
                     if reader.fieldnames != COLUMNS:
                         raise ValueError("{} is not a lightfer predict CSV (its header differs); cannot resume it".format(csv_path))
-                    self.done |= {row["file"] for row in reader}
+                    self.done |= {row["file"] for row in reader}  # as written: csv_cell(path_text(path))
             self._csv = open(str(csv_path), "a" if appending else "w", newline="", encoding="utf-8")
             if not appending:
                 self._csv.write(",".join(COLUMNS) + "\r\n")
@@ -141,7 +142,7 @@ class ResultWriter:
                 _trim_partial_line(json_path)
                 for number, line in enumerate(json_path.read_text(encoding="utf-8").splitlines(), 1):
                     try:
-                        self.done.add(json.loads(line)["file"])
+                        self.done.add(csv_cell(json.loads(line)["file"]))
                     except (ValueError, KeyError, TypeError):
                         raise ValueError("{} line {} is not a lightfer predict record; cannot resume it".format(
                             json_path, number)) from None
@@ -150,7 +151,7 @@ class ResultWriter:
     def record(self, file: str, rows: List[dict], skipped: Optional[str] = None) -> None:
         if self._csv is not None and rows:
             buffer = io.StringIO()
-            csv.DictWriter(buffer, fieldnames=COLUMNS).writerows(rows)
+            csv.DictWriter(buffer, fieldnames=COLUMNS).writerows(dict(row, file=csv_cell(row["file"])) for row in rows)
             self._csv.write(buffer.getvalue())  # one write per input: an interrupt cannot split it
             self._csv.flush()
         if self._json is not None:
@@ -171,7 +172,7 @@ class ResultWriter:
 
 def _row(file: Path, frame: int, index: int, face, probabilities: np.ndarray) -> dict:
     best = int(np.argmax(probabilities))
-    row = {"file": str(file), "frame": frame, "face": index}
+    row = {"file": path_text(file), "frame": frame, "face": index}
     row.update(zip(("left", "top", "right", "bottom"), face.box))
     row.update({"p_" + c: round(float(p), 4) for c, p in zip(CLASS_NAMES, probabilities)})
     row.update(emotion=CLASS_NAMES[best], probability=round(float(probabilities[best]), 4))
@@ -267,24 +268,25 @@ def predict_files(
     run = PredictionRun()
     run.total = len(inputs)
     done = writer.done if writer is not None else set()
-    todo = [item for item in inputs if str(item.path) not in done]
+    todo = [item for item in inputs if csv_cell(path_text(item.path)) not in done]
     run.already_done = len(inputs) - len(todo)
 
     def record(item: InputFile, rows: Optional[List[dict]], error: Optional[BaseException]) -> None:
         if error is not None:
-            text = " ".join(str(error).split())[:300]  # one line: OpenCV's messages span several
-            reason = text if text.startswith(str(item.path)) else "{}: {}: {}".format(item.path, type(error).__name__, text)
+            text = " ".join(path_text(str(error)).split())[:300]  # one line: OpenCV's messages span several
+            name = path_text(item.path)
+            reason = text if text.startswith(name) else "{}: {}: {}".format(name, type(error).__name__, text)
             run.problems.append(reason)
             if writer is not None:
-                writer.record(str(item.path), [], skipped=reason)
+                writer.record(name, [], skipped=reason)
             if on_skip is not None:
                 on_skip(reason)
         else:
             run.rows += rows
             if not rows:
-                run.files_without_faces.append(str(item.path))
+                run.files_without_faces.append(path_text(item.path))
             if writer is not None:
-                writer.record(str(item.path), rows)
+                writer.record(path_text(item.path), rows)
         run.done += 1
 
     bar = tqdm(total=len(todo), desc="predicting", unit="file", disable=not progress or len(todo) < 2)
@@ -344,9 +346,9 @@ SHOWN_COLUMNS = ("file", "frame", "face", "left", "top", "right", "bottom", "emo
 
 
 def face_table(rows: List[dict], shown: Sequence[str] = SHOWN_COLUMNS) -> str:
-    """Result rows (dicts by column) as an aligned text table of the `shown` columns."""
-    cells = [list(shown)] + [["{:.3f}".format(row[c]) if isinstance(row[c], float) else str(row[c]) for c in shown]
-                             for row in rows]
+    """Result rows (dicts by column) as an aligned text table of the `shown` columns, for a terminal."""
+    cells = [list(shown)] + [["{:.3f}".format(row[c]) if isinstance(row[c], float) else terminal_text(str(row[c]))
+                              for c in shown] for row in rows]
     widths = [max(len(line[c]) for line in cells) for c in range(len(shown))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells)
 

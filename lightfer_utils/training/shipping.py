@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,14 @@ INPUT_CONTRACT = "float32 [N, 48, 48, 1]: raw gray face crops, pixel values 0..2
 OUTPUT_CONTRACT = "float32 [N, 7]: class probabilities in FER2013 order " + ", ".join(CLASS_NAMES)
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
 def _card_header(name: str) -> dict[str, Any]:
-    """Taken before any file is written: replacing a tracked model file would make git's tree look dirty."""
+    """Taken before any file is written: replacing a tracked model file would make git's tree look dirty.
+    The name is checked here, so that every model file stays inside its folder."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(f"--name: a model name is letters, digits, '_' and '-' (at most 100, no path), got {name!r}")
     return {"name": name, "created": now_iso(), "git": git_revision(), "input": INPUT_CONTRACT, "output": OUTPUT_CONTRACT}
 
 
