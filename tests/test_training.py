@@ -173,7 +173,7 @@ def test_02_gives_new_models_the_run_recipe_and_resumed_ones_their_own(tmp_path)
     assert configs["mini_xception"] == config
     new = configs["light_fer_net"]
     assert (new.model, new.epochs, new.seed, new.augmentation["erase_probability"]) == ("light_fer_net", 9, 1, 0.5)
-    assert configs["xception"].model_config == {"input_size": 96}
+    assert configs["xception"].model_config == {"input_size": 96, "bn_momentum": 0.9}
 
 
 def test_02s_architecture_table_sizes_each_model_as_configured():
@@ -333,8 +333,9 @@ def test_weight_average_follows_the_warmed_up_decay():
     ("weight_average_decay", 1.5, r"weight_average_decay must be a finite number in \[0, 1\) \(0: off\), got 1.5"),
     ("batch_size", 0, "batch_size must be a whole number >= 1, got 0"),
     ("epochs", 2.5, "epochs must be a whole number >= 1, got 2.5"),
-    ("learning_rate", float("nan"), "learning_rate must be a finite number > 0, got nan"),
-    ("learning_rate", float("inf"), "learning_rate must be a finite number > 0, got inf"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number >= 0, got nan"),
+    ("learning_rate", float("inf"), "learning_rate must be a finite number >= 0, got inf"),
+    ("learning_rate", -1e-3, "learning_rate must be a finite number >= 0, got -0.001"),
     ("min_learning_rate", 1e308 * 10, "min_learning_rate must be a finite number >= 0, got inf"),
     ("label_smoothing", 1.0, r"label_smoothing must be a finite number in \[0, 1\), got 1.0"),
     ("distill_temperature", 0.0, "distill_temperature must be a finite number > 0, got 0.0"),

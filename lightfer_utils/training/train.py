@@ -90,7 +90,7 @@ class TrainConfig:
         line and from config files, and are checked before anything is written."""
         ranges = {"epochs": (lambda v: v >= 1, ">= 1"), "batch_size": (lambda v: v >= 1, ">= 1"),
                   "warmup_epochs": (lambda v: v >= 0, ">= 0"), "patience": (lambda v: v >= 0, ">= 0 (0: never stop)"),
-                  "seed": (lambda v: True, "any whole number"), "learning_rate": (lambda v: v > 0, "> 0"),
+                  "seed": (lambda v: True, "any whole number"), "learning_rate": (lambda v: v >= 0, ">= 0"),
                   "min_learning_rate": (lambda v: v >= 0, ">= 0"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
                   "distill_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"), "distill_temperature": (lambda v: v > 0, "> 0"),
                   "weight_average_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: off)")}
