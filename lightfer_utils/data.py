@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -202,11 +203,11 @@ def load_fer2013(
 def source_fingerprint(form: str, source: Path, strict: bool) -> str:
     digest = hashlib.sha256(f"v{READER_VERSION}|{form}|strict={strict}|{source.resolve()}".encode())
     if form == "csv":
-        stat = source.stat()
-        digest.update(f"{stat.st_size}|{stat.st_mtime_ns}".encode())
+        info = source.stat()
+        digest.update(f"{info.st_size}|{info.st_mtime_ns}".encode())
     else:
-        for relative, stat in _walk_files(source):
-            digest.update(f"{relative}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        for relative, info in _walk_files(source):
+            digest.update(f"{relative}|{info.st_size}|{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -398,12 +399,12 @@ def decode_face_file(path: Path) -> np.ndarray:
     """A 48x48 gray uint8 array from an image file; ValueError says why the file is unusable."""
     try:
         with Image.open(path) as image:
-            image.load()
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):  # from the header: nothing is decoded yet
                 raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+            image.load()
             gray = image if image.mode == "L" else image.convert("L")
             return np.asarray(gray, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"unreadable image ({type(err).__name__}: {err})") from None
 
 
@@ -411,8 +412,11 @@ def read_folder(root: Path, *, strict: bool = True, progress: bool = True) -> Fe
     """Read train/<class>/*.jpg and test/<class>/*.jpg; problems are named by relative path."""
     images, labels, usage, sources = [], [], [], []
     problems: list[RecordProblem] = []
-    files = [relative for relative, _ in _walk_files(root)]
-    for relative in tqdm(files, desc=f"decoding {root.name}", unit=" img", disable=not progress):
+    files = list(_walk_files(root))
+    for relative, status in tqdm(files, desc=f"decoding {root.name}", unit=" img", disable=not progress):
+        if not stat.S_ISREG(status.st_mode):  # a FIFO or device would block the read for ever
+            problems.append(RecordProblem(relative, "not a regular file (a FIFO, socket or device)"))
+            continue
         parts = Path(relative).parts
         if len(parts) != 3:
             problems.append(RecordProblem(relative, "not inside a <split>/<class>/ folder"))

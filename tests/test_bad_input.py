@@ -321,3 +321,26 @@ def test_hostile_names_reach_csv_json_and_the_terminal_neutralised_and_resume_ma
     assert len(csv_files(tmp_path / "r.csv")) == 6
     assert csv_cell("-2+3") == "'-2+3" and csv_cell("a=b") == "a=b"
     assert terminal_text("a\nb\x9bc") == "a\\nb\\x9bc" and path_text(os.fsdecode(b"\xff")) == "\\xff"
+
+
+def test_a_fifo_input_is_refused_before_any_work_and_video_frames_obey_the_pixel_limit(tmp_path, onnx_model, capsys):
+    """Made here: a FIFO named as an input (opening it would block for ever) and a 320x240 video
+    read with a limit of 0.05 megapixels."""
+    import os
+
+    import cv2
+
+    os.mkfifo(tmp_path / "stream.mp4")
+    status, out, err = run(capsys, tmp_path / "stream.mp4", "--model", onnx_model)
+    assert status == 2 and err.strip() == ("lightfer: error: not a regular file or folder (a FIFO, socket or device): "
+                                           f"{tmp_path / 'stream.mp4'}")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for _ in range(3):
+        writer.write(np.zeros((240, 320, 3), np.uint8))
+    writer.release()
+    status, out, err = run(capsys, video, "--model", onnx_model, "--max-megapixels", "0.05")
+    assert status == 0 and (f"skipped: {video}: frames of 320x240 pixels are over the limit of 50,000 (--max-megapixels)"
+                            in err)
+    status, out, err = run(capsys, video, "--model", onnx_model, "--max-megapixels", "inf")
+    assert status == 2 and "--max-megapixels must be a finite positive number" in err

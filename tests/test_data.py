@@ -303,3 +303,24 @@ def test_ferplus_skips_rows_dropped_from_fer2013(tmp_path):
     write_ferplus(plus_file, [[0, 10, 0, 0, 0, 0, 0, 0, 0, 0]] * 3, ["Training"] * 3)
     plus = fer.read_ferplus(plus_file, data)
     assert plus.csv_rows.tolist() == [0, 2] and plus.dropped["invalid in FER2013"] == 1
+
+
+def test_a_fifo_and_a_huge_png_in_a_data_folder_are_named_problems_not_hangs_or_tracebacks(image_folder):
+    """Made here: a FIFO (reading it would block for ever) and a PNG whose header claims 20000x20000
+    pixels (Pillow refuses it as a decompression bomb before decoding)."""
+    import os
+    import struct
+    import zlib
+
+    root, _ = image_folder
+    os.mkfifo(root / "train/angry/Training_fifo.png")
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    (root / "train/happy/Training_huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(fer.DataValidationError) as caught:
+        fer.load_fer2013(root, use_cache=False, progress=False)
+    reasons = {p.source: p.reason for p in caught.value.problems}
+    assert reasons.pop("train/angry/Training_fifo.png") == "not a regular file (a FIFO, socket or device)"
+    assert reasons.pop("train/happy/Training_huge.png").startswith("unreadable image (DecompressionBombError: Image size "
+                                                                   "(400000000 pixels) exceeds limit")
+    assert not reasons

@@ -165,3 +165,37 @@ def test_every_builder_and_every_shipped_keras_file_passes_the_check():
     assert shipped
     for path in shipped:
         safe_keras.check_architecture(safe_keras.architecture_config(path), path)
+
+
+def test_models_that_ask_for_gigabytes_or_hang_are_refused_before_they_do(tmp_path, monkeypatch):
+    """Made here: a 13 kB-class .keras of Resizing(12000, 12000), a .keras zip whose members
+    declare 3 GiB, a model file over the size limit, and a probe that never returns."""
+    import json
+    import zipfile
+
+    import tf_keras as keras
+
+    from lightfer_utils.runtime import predictor as predictor_module
+    from lightfer_utils.runtime.errors import ModelLoadError
+    from lightfer_utils.runtime.predictor import load_predictor
+
+    raw = keras.Input((48, 48, 1))
+    big = keras.Model(raw, keras.layers.Resizing(12000, 12000)(raw))
+    big.save(tmp_path / "big.keras")
+    with pytest.raises(ModelLoadError, match=r"refusing layer 'resizing' \(Resizing\): its output of 12000x12000 pixels is "
+                                             r"over the limit of 16,777,216"):
+        load_predictor(tmp_path / "big.keras")
+    with zipfile.ZipFile(tmp_path / "big.keras") as archive:
+        config = archive.read("config.json")
+    with zipfile.ZipFile(tmp_path / "bomb.keras", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", config)
+        archive.writestr("model.weights.h5", b"\0" * (1 << 20))
+    monkeypatch.setattr("lightfer_utils.runtime.safe_keras.MAX_KERAS_UNCOMPRESSED", 1 << 19)  # 1 MiB of zeros: ~1 kB zipped
+    with pytest.raises(ModelLoadError, match=r"its zip members would inflate to 1,0\d\d,\d\d\d bytes .* over the limit of 524,288"):
+        load_predictor(tmp_path / "bomb.keras")
+    monkeypatch.setattr(predictor_module, "MAX_MODEL_BYTES", 1024)
+    with pytest.raises(ModelLoadError, match=r"over the limit of 0 MiB \(LIGHTFER_MAX_MODEL_MB raises it\)"):
+        load_predictor(tmp_path / "big.keras")
+    with pytest.raises(ModelLoadError, match="a test call on 2 faces took over 0.2 s"):
+        predictor_module._within(0.2, lambda: __import__("time").sleep(5), "a test call on 2 faces took over 0.2 s")
+    assert predictor_module._within(5, lambda: json.loads("[1]"), "never") == [1]

@@ -243,19 +243,29 @@ class FaceStage:
         return crop, roll
 
 
-def video_frames(path: PathLike, every: int = 1) -> Iterator[Tuple[int, np.ndarray]]:
-    """(frame index, gray frame) for every `every`-th frame of a video file."""
+def video_frames(path: PathLike, every: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Tuple[int, np.ndarray]]:
+    """(frame index, gray frame) for every `every`-th frame of a video file; frames over
+    `max_pixels` are refused, by the header's size before any is decoded and by each frame's."""
     import cv2
 
+    if not Path(path).is_file():  # a FIFO or device would block the reader
+        raise ImageReadError("{}: not a regular file".format(path))
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ImageReadError(f"{path}: not a video OpenCV can read")
     try:
+        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > max_pixels:
+            raise ImageReadError("{}: frames of {}x{} pixels are over the limit of {:,} (--max-megapixels)".format(
+                path, width, height, max_pixels))
         index = 0
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
+            if frame.shape[0] * frame.shape[1] > max_pixels:
+                raise ImageReadError("{}: frame {} of {}x{} pixels is over the limit of {:,} (--max-megapixels)".format(
+                    path, index, frame.shape[1], frame.shape[0], max_pixels))
             if index % every == 0:
                 yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             index += 1

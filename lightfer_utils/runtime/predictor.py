@@ -11,7 +11,7 @@ Python 3.6: the Jetson benchmark imports this module.
 
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -79,7 +79,9 @@ class Predictor:
         if not outputs or outputs[-1] != len(CLASS_NAMES):
             raise ModelLoadError(f"{self.path}: returns {_shape(outputs)}; lightfer models return [N, 7] "
                                  f"probabilities of {', '.join(CLASS_NAMES)}")
-        probe = self(np.full((2, 48, 48, 1), 128, np.float32))
+        probe = _within(PROBE_SECONDS, lambda: self(np.full((2, 48, 48, 1), 128, np.float32)),
+                        f"{self.path}: a test call on 2 faces took over {PROBE_SECONDS:g} s (a looping or enormous graph?); "
+                        "LIGHTFER_PROBE_SECONDS raises the limit")
         if probe.shape != (2, len(CLASS_NAMES)) or not np.all(np.isfinite(probe)) or \
                 not np.allclose(probe.sum(axis=1), 1.0, atol=0.05) or probe.min() < -1e-3:
             raise ModelLoadError(f"{self.path}: its outputs are not 7 class probabilities (a probe batch gave shape "
@@ -217,6 +219,34 @@ class KerasPredictor(Predictor):
         return self._call(faces)
 
 
+# Limits for model files, which are untrusted input (environment variables raise them).
+MAX_MODEL_BYTES = int(float(os.environ.get("LIGHTFER_MAX_MODEL_MB", "1024")) * 2**20)
+PROBE_SECONDS = float(os.environ.get("LIGHTFER_PROBE_SECONDS", "60"))
+
+
+def _within(seconds: float, call: Callable[[], np.ndarray], message: str) -> np.ndarray:
+    """call() on a daemon thread, refused with `message` if it has not returned after `seconds`
+    (the thread cannot be stopped; the command ends, and the process with it)."""
+    import threading
+
+    result = {}  # type: Dict[str, object]
+
+    def run() -> None:
+        try:
+            result["value"] = call()
+        except BaseException as err:  # handed to the caller's thread
+            result["error"] = err
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise ModelLoadError(message)
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["value"]  # type: ignore[return-value]
+
+
 LOADERS = {  # type: Dict[str, Callable[[Path], Predictor]]
     ".onnx": OnnxPredictor,
     ".tflite": TFLitePredictor,
@@ -242,6 +272,9 @@ def load_predictor(path: Union[str, Path]) -> Predictor:
         raise ModelLoadError(f"{model}: unknown model format {suffix!r}; expected one of {', '.join(sorted(LOADERS))}")
     if model.stat().st_size == 0:
         raise ModelLoadError(f"{model} is empty (0 bytes)")
+    if model.stat().st_size > MAX_MODEL_BYTES:
+        raise ModelLoadError(f"{model} is {model.stat().st_size / 2**20:,.0f} MiB, over the limit of "
+                             f"{MAX_MODEL_BYTES / 2**20:,.0f} MiB (LIGHTFER_MAX_MODEL_MB raises it)")
     predictor = LOADERS[suffix](model)
     predictor.check_contract()
     return predictor

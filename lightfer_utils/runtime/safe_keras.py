@@ -50,6 +50,60 @@ class UnsafeModelError(ModelLoadError):
     """A model file whose architecture would run code or import modules while loading."""
 
 
+# Sizes a layer may ask for, checked in the config before anything is built: a 13 kB file of
+# Resizing(12000, 12000) would otherwise allocate gigabytes per face. Far above any model here
+# (Xception resizes to 71x71; the widest layer has 2,048 filters).
+MAX_LAYER_LIMITS = {"pixels": 4096 * 4096, "units": 1 << 20, "upsampling": 64, "padding": 1024}
+# A .keras file is a zip: its members are checked by their declared sizes before one is inflated.
+MAX_KERAS_UNCOMPRESSED = 2 << 30
+MAX_KERAS_CONFIG = 16 << 20
+
+
+def _numbers(value: Any) -> List[int]:
+    """The integers in a config value (an int, or a list/tuple of ints and pairs)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [n for item in value for n in _numbers(item)]
+    return []
+
+
+def _product(values: List[int]) -> int:
+    total = 1
+    for value in values:
+        total *= max(int(value), 1)
+    return total
+
+
+def check_layer_sizes(config: dict, origin: Union[str, Path]) -> None:
+    """Refuse a layer whose configured size would allocate beyond MAX_LAYER_LIMITS."""
+    for where, layer in _layers(config):
+        kind, inner = layer.get("class_name"), layer.get("config") or {}
+        if not isinstance(inner, dict):
+            continue
+        checks = []  # (what, size, limit name)
+        if kind == "Resizing":
+            checks.append(("output of {}x{} pixels".format(inner.get("height"), inner.get("width")),
+                           _product(_numbers([inner.get("height"), inner.get("width")])), "pixels"))
+        if kind == "Reshape":
+            checks.append(("target shape {}".format(inner.get("target_shape")), _product(_numbers(inner.get("target_shape"))),
+                           "pixels"))
+        for key in ("units", "filters"):
+            if key in inner:
+                checks.append(("{} {}".format(inner.get(key), key), _product(_numbers(inner.get(key))), "units"))
+        if kind == "UpSampling2D":
+            checks.append(("upsampling by {}".format(inner.get("size")), _product(_numbers(inner.get("size"))), "upsampling"))
+        if kind == "ZeroPadding2D":
+            checks.append(("padding of {}".format(inner.get("padding")), max(_numbers(inner.get("padding")) or [0]),
+                           "padding"))
+        for what, size, limit in checks:
+            if size > MAX_LAYER_LIMITS[limit]:
+                raise UnsafeModelError("{}: refusing layer '{}' ({}): its {} is over the limit of {:,}".format(
+                    origin, where, kind, what, MAX_LAYER_LIMITS[limit]))
+
+
 def _is_keras_module(module: Any) -> bool:
     return module is None or (isinstance(module, str) and module.split(".")[0] in KERAS_MODULE_PREFIXES)
 
@@ -114,6 +168,13 @@ def architecture_config(path: Union[str, Path]) -> dict:
     try:
         if suffix == ".keras":
             with zipfile.ZipFile(str(source)) as archive:
+                members = archive.infolist()
+                declared = sum(member.file_size for member in members)
+                config_size = next((m.file_size for m in members if m.filename == "config.json"), 0)
+                if declared > MAX_KERAS_UNCOMPRESSED or config_size > MAX_KERAS_CONFIG:
+                    raise UnsafeModelError("{}: its zip members would inflate to {:,} bytes (config.json {:,}), over the "
+                                           "limit of {:,} ({:,})".format(source, declared, config_size,
+                                                                         MAX_KERAS_UNCOMPRESSED, MAX_KERAS_CONFIG))
                 text = archive.read("config.json")
         elif suffix in HDF5_SUFFIXES:
             import h5py
@@ -135,9 +196,12 @@ def architecture_config(path: Union[str, Path]) -> dict:
 
 
 def load_keras_model(path: Union[str, Path]):
-    """A Keras model from a .keras or .h5 file, after its architecture passed check_architecture."""
+    """A Keras model from a .keras or .h5 file, after its architecture passed check_architecture
+    and check_layer_sizes."""
     source = Path(path)
-    check_architecture(architecture_config(source), source)
+    config = architecture_config(source)
+    check_architecture(config, source)
+    check_layer_sizes(config, source)
     import tf_keras as keras
 
     try:

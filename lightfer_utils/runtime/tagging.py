@@ -52,6 +52,9 @@ def expand_inputs(paths: Sequence[PathLike]) -> List[InputFile]:
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise FileNotFoundError("no such file or folder: {}".format(", ".join(missing)))
+    special = [str(p) for p in paths if not (Path(p).is_dir() or Path(p).is_file())]
+    if special:  # reading a FIFO or a device would block for ever
+        raise ValueError("not a regular file or folder (a FIFO, socket or device): {}".format(", ".join(special)))
     found, seen = [], set()  # type: List[InputFile], Set[Path]
     for raw in paths:
         path = Path(raw)
@@ -196,7 +199,7 @@ def annotate(gray: np.ndarray, results: list) -> np.ndarray:
 
 def _frames(path: Path, every: int, max_pixels: int) -> Iterator[Tuple[int, np.ndarray]]:
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        yield from video_frames(path, every)
+        yield from video_frames(path, every, max_pixels)
     else:
         yield 0, read_image(path, max_pixels)
 
