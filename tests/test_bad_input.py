@@ -344,3 +344,23 @@ def test_a_fifo_input_is_refused_before_any_work_and_video_frames_obey_the_pixel
                             in err)
     status, out, err = run(capsys, video, "--model", onnx_model, "--max-megapixels", "inf")
     assert status == 2 and "--max-megapixels must be a finite positive number" in err
+
+
+def test_an_output_another_process_writes_and_a_folder_that_cannot_be_written_are_refused_first(tmp_path, photos,
+                                                                                              onnx_model, capsys):
+    """Two commands writing the same CSV would splice their rows: the second is refused while the
+    first holds its lock. A folder nothing can be written in (here /proc, read-only even for root)
+    is found before the first image."""
+    import fcntl
+
+    held = tmp_path / "held.csv"
+    held.write_text("the other process's rows\n")
+    with open(held, "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        status, out, err = run(capsys, photos, "--model", onnx_model, "--csv", held, "--force")
+        assert status == 2 and f"{held} is being written by another process" in err
+    assert held.read_text() == "the other process's rows\n"  # the refused command neither emptied nor wrote it
+    status, out, err = run(capsys, photos, "--model", onnx_model, "--annotate", "/proc/lightfer_annotated", "--mkdir")
+    assert status == 2 and "cannot write in /proc" in err and "skipped" not in err
+    status, out, err = run(capsys, photos, "--model", onnx_model, "--csv", "/proc/results.csv")
+    assert status == 2 and "cannot write in /proc" in err

@@ -94,6 +94,7 @@ def check_outputs(csv_path: Optional[Path], json_path: Optional[Path], annotate_
             if not make_dirs:
                 raise FileNotFoundError("folder {} does not exist (create it, or pass --mkdir)".format(target.parent))
             target.parent.mkdir(parents=True)
+        writable_folder(target.parent)
         if target.exists() and not (force or resume):
             raise FileExistsError("{} exists; pass --force to replace it or --resume to continue it".format(target))
     if annotate_dir is not None:
@@ -101,6 +102,8 @@ def check_outputs(csv_path: Optional[Path], json_path: Optional[Path], annotate_
             raise ValueError("--annotate {} is a file; it takes a folder".format(annotate_dir))
         if not annotate_dir.parent.is_dir() and not make_dirs:
             raise FileNotFoundError("folder {} does not exist (create it, or pass --mkdir)".format(annotate_dir.parent))
+        existing = next(folder for folder in (annotate_dir, *annotate_dir.parents) if folder.exists())
+        writable_folder(existing)  # where the annotated copies (and any missing folders) will be created
         targets = {}  # type: dict
         for item in inputs:
             target = annotated_path(annotate_dir, item)
@@ -119,6 +122,38 @@ def _trim_partial_line(path: Path) -> None:
         path.write_bytes(data[:data.rfind(b"\n") + 1])
 
 
+def _locked(path: Path, appending: bool, newline: Optional[str] = None):
+    """`path` opened for writing under an exclusive lock (POSIX), emptied unless `appending`: a
+    second process writing the same file is refused instead of splicing its rows into ours."""
+    handle = open(str(path), "a", newline=newline, encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise FileExistsError("{} is being written by another process; wait for it, or choose another file".format(
+                path)) from None
+    if not appending:
+        handle.truncate(0)
+    return handle
+
+
+def writable_folder(folder: Path) -> None:
+    """Refuse a folder this process cannot create files in (read-only, no permission), before
+    any work, by creating and removing a file there."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=str(folder)):
+            pass
+    except OSError as err:
+        raise PermissionError("cannot write in {}: {}".format(folder, err.strerror or err)) from None
+
+
 class ResultWriter:
     """Rows to CSV (one per face) and JSON Lines (one per face, plus one per input without a
     face or skipped), written and flushed as each input finishes."""
@@ -135,7 +170,7 @@ class ResultWriter:
                     if reader.fieldnames != COLUMNS:
                         raise ValueError("{} is not a lightfer predict CSV (its header differs); cannot resume it".format(csv_path))
                     self.done |= {row["file"] for row in reader}  # as written: csv_cell(path_text(path))
-            self._csv = open(str(csv_path), "a" if appending else "w", newline="", encoding="utf-8")
+            self._csv = _locked(csv_path, appending, newline="")
             if not appending:
                 self._csv.write(",".join(COLUMNS) + "\r\n")
                 self._csv.flush()
@@ -149,7 +184,7 @@ class ResultWriter:
                     except (ValueError, KeyError, TypeError):
                         raise ValueError("{} line {} is not a lightfer predict record; cannot resume it".format(
                             json_path, number)) from None
-            self._json = open(str(json_path), "a" if appending else "w", encoding="utf-8")
+            self._json = _locked(json_path, appending)
 
     def record(self, file: str, rows: List[dict], skipped: Optional[str] = None) -> None:
         if self._csv is not None and rows:
