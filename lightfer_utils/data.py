@@ -338,6 +338,8 @@ def read_csv(path: Path, *, strict: bool = True, progress: bool = True) -> FerDa
                 rows.append(data_row)
     except UnicodeDecodeError as err:
         raise DataLayoutError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    except csv.Error as err:  # e.g. a field over csv's limit of 131,072 characters (a pixels field has at most 9,215)
+        raise DataLayoutError(f"{path} line {reader.line_num}: not a CSV record ({err})") from None
     except (EOFError, OSError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise DataLayoutError(f"{path}: damaged or truncated file ({type(err).__name__}: {err})") from None
     return _finish(path, images, labels, usage, sources, rows, data_row + 1, problems, strict)
@@ -486,11 +488,14 @@ def read_ferplus(path: str | os.PathLike[str], fer: FerData) -> FerPlusLabels:
     target = Path(path)
     with _open_text(target) as handle:
         reader = csv.reader(handle)
-        header = next(reader, None) or []
-        missing = [c for c in FERPLUS_COLUMNS if c not in header]
-        if missing:
-            raise DataLayoutError(f"{target}: not a FER+ file, header lacks {', '.join(missing)}")
-        body = list(reader)
+        try:
+            header = next(reader, None) or []
+            missing = [c for c in FERPLUS_COLUMNS if c not in header]
+            if missing:
+                raise DataLayoutError(f"{target}: not a FER+ file, header lacks {', '.join(missing)}")
+            body = list(reader)
+        except csv.Error as err:
+            raise DataLayoutError(f"{target} line {reader.line_num}: not a CSV record ({err})") from None
     if len(body) != fer.source_rows:
         raise DataLayoutError(
             f"{target} has {len(body)} rows but the contest CSV {fer.origin} has {fer.source_rows}: "

@@ -324,3 +324,10 @@ def test_a_fifo_and_a_huge_png_in_a_data_folder_are_named_problems_not_hangs_or_
     assert reasons.pop("train/happy/Training_huge.png").startswith("unreadable image (DecompressionBombError: Image size "
                                                                    "(400000000 pixels) exceeds limit")
     assert not reasons
+
+
+def test_a_csv_field_over_the_csv_limit_is_one_named_line(tmp_path):
+    path = tmp_path / "fer2013.csv"
+    path.write_text("emotion,pixels,Usage\n0," + "1 " * 70000 + ",Training\n")
+    with pytest.raises(fer.DataLayoutError, match=r"fer2013.csv line 2: not a CSV record \(field larger than field limit"):
+        fer.load_fer2013(path, use_cache=False, progress=False)

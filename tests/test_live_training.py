@@ -150,3 +150,13 @@ def test_the_commands_train_live_and_write_the_snapshot(good_csv, tmp_path, monk
     assert out.startswith(f"{record / 'snapshot_fp16.npz'}: the weights after epoch 1 in float16")
     assert json.loads((record / "snapshot.json").read_text())["epoch"] == 1
     assert not (record / "checkpoint").exists() and (live / "checkpoint").is_dir()
+
+
+def test_a_truncated_checkpoint_is_one_line_that_says_what_to_do(live_run):
+    record, config, train_data, val_data = live_run
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_data, val_data, record.root, verbose=0, callbacks=[_StopAfter(1)])
+    for shard in record.live.checkpoint.glob("ckpt-1.data-*"):
+        shard.write_bytes(shard.read_bytes()[:10])
+    with pytest.raises(ValueError, match=r"checkpoint of epoch 1 cannot be read \(.*\); remove that folder to start a new run"):
+        train(config, train_data, val_data, record.root, verbose=0)

@@ -119,3 +119,15 @@ def test_the_wheel_carries_the_runtime_files_and_nothing_of_training(tmp_path):
     assert not {"light_fer_xception.onnx", "light_fer_xception_fp16.tflite"} & models
     assert not [n for n in names if n.endswith((".keras", ".h5", ".index")) or "checkpoint" in n]
     assert "lightfer_utils/runtime/tagging.py" in names and "lightfer_utils/training/train.py" in names
+
+
+def test_a_damaged_model_card_is_named_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(shipped_models, "models_dir", lambda: tmp_path)
+    (tmp_path / "nofiles.card.json").write_text(json.dumps({"name": "nofiles", "architecture": {}}))
+    (tmp_path / "escape.card.json").write_text(json.dumps({"files": {"onnx": {"path": "../x.onnx", "sha256": "0"}}}))
+    (tmp_path / "broken.card.json").write_text("{")
+    for name in ("nofiles", "escape"):
+        with pytest.raises(ModelLoadError, match=rf"{name}.card.json: not a model card \(it needs 'files'"):
+            shipped_models.model_file(name)
+    with pytest.raises(ModelLoadError, match=r"broken.card.json: not a model card \(not JSON"):
+        shipped_models.load("broken")

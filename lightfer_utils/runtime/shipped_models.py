@@ -41,7 +41,16 @@ def card(name: str) -> Dict[str, Any]:
     path = models_dir() / (name + CARD_SUFFIX)
     if not path.is_file():
         raise UnknownModel("no shipped model named {!r}; shipped: {}".format(name, ", ".join(names())))
-    return json.loads(path.read_text())
+    try:
+        model_card = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelLoadError("{}: not a model card (not JSON: {})".format(path, err)) from None
+    files = model_card.get("files") if isinstance(model_card, dict) else None
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
+            and Path(entry["path"]).name == entry["path"] for entry in files.values()):
+        raise ModelLoadError("{}: not a model card (it needs 'files': format -> {{path in its folder, sha256}})".format(path))
+    return model_card
 
 
 def default_format(model_card: Dict[str, Any]) -> str:
