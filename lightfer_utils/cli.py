@@ -83,7 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lightfer_utils.data import stratified_subset
     from lightfer_utils.training.pipeline import Augmentation
     from lightfer_utils.training.train import TrainConfig, load_config, train
-    from lightfer_utils.training.trainingdir import TrainingDir, make_live
+    from lightfer_utils.training.trainingdir import TrainingDir
 
     out = Path(args.out)
     if args.resume:
@@ -102,10 +102,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     data = _load_labelled(args)
     if args.subset < 1:
         data = stratified_subset(data, args.subset, seed=config.seed)
-    if args.live and not TrainingDir(out).config.exists():
-        make_live(TrainingDir(out), args.live)
     train(config, data.split("Training"), data.split("PublicTest"), out,
-          precision=getattr(args, "precision", None) if args.resume else None)
+          precision=getattr(args, "precision", None) if args.resume else None, live=args.live)
     print(f"best weights: {TrainingDir(out).best_weights}; ship them with: lightfer ship {out} --name NAME")
     return 0
 

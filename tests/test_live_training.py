@@ -150,6 +150,9 @@ def test_the_commands_train_live_and_write_the_snapshot(good_csv, tmp_path, monk
     assert out.startswith(f"{record / 'snapshot_fp16.npz'}: the weights after epoch 1 in float16")
     assert json.loads((record / "snapshot.json").read_text())["epoch"] == 1
     assert not (record / "checkpoint").exists() and (live / "checkpoint").is_dir()
+    refused = tmp_path / "refused"  # a refused command leaves nothing, not even the live marker
+    assert main(["train", "--data", str(good_csv[0]), "--out", str(refused), "--live", "x", "--batch-size", "0"]) == 2
+    assert not refused.exists() and not (tmp_path / "cache" / "live" / "x").exists()
 
 
 def test_a_truncated_checkpoint_is_one_line_that_says_what_to_do(live_run):

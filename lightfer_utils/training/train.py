@@ -37,7 +37,7 @@ from lightfer_utils.training.models import build_model
 from lightfer_utils.runtime.atomic import atomic_write
 from lightfer_utils.runtime.provenance import cpu_model, now_iso
 from lightfer_utils.training.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
-from lightfer_utils.training.trainingdir import TrainingDir
+from lightfer_utils.training.trainingdir import TrainingDir, make_live
 
 # Checkpoints are committed so that long training continues across sessions: shards of at
 # most 4 MB keep every committed file small.
@@ -359,14 +359,18 @@ def train(
     verbose: int = 2,
     callbacks: list[keras.callbacks.Callback] | None = None,
     precision: str | None = None,
+    live: str = "",
 ) -> keras.Model:
     """Train (or resume) in ``run_dir``; returns the best model by PublicTest accuracy (float32).
-    `precision` (default: the config's) is this session's compute precision; see `session_precision`."""
+    `precision` (default: the config's) is this session's compute precision; see `session_precision`.
+    `live` (a new run only): train in the cache under this name and keep the record in run_dir."""
     # everything the config names is checked before anything is written, so a mistake leaves no
     # config.json behind to block the corrected retry
     config.check()
     record = TrainingDir(run_dir)
     chosen = config.precision if _complete(record, config) else session_precision(config, record, precision)
+    if live and not record.config.exists():
+        make_live(record, live)
     with precision_policy(chosen):
         _train(config, chosen, train_data, val_data, record, verbose, callbacks or [])
     return load_best(run_dir)
