@@ -27,8 +27,7 @@ test-fast:
 	LIGHTFER_DATA= LIGHTFER_OFFLINE=1 $(PYTEST) tests -m unit
 
 # The main job: the paper's Tables 1-4, figures and REPRODUCTION.md from the shipped models (only the
-# compression steps fine-tune; 43 min 20 s on a clean clone, 2 cores, 2026-11-30: see README), published
-# into figures/.
+# compression steps fine-tune; under an hour on 2 cores: docs/measurements.md), published into figures/.
 REPRODUCE_RUN := papermill_runs/reproduce-$(shell date +%Y%m%d-%H%M%S)
 reproduce:
 	$(BIN)/lightfer run --profile reproduce $(DATA_ARG) --out $(REPRODUCE_RUN)

@@ -24,10 +24,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 # first: larger faces only -> a smaller image -> faster.
 DETECTOR_WINDOW = 80
 DEFAULT_MIN_FACE = 80
-# dlib's detection score threshold. A higher one drops weak detections such as the astronaut's
-# mission patch (~0.02 at full resolution), but on the real faces of `lightfer bench faces`
-# (benchmark.face_recall run at both thresholds once, 2026-11-24) 0.1 cost 2-4 points of recall and
-# removed no false detection, so dlib's own 0 stays.
+# dlib's detection score threshold: its own 0 (a higher one cost recall on real faces and removed
+# no false detection: docs/measurements.md).
 DEFAULT_MIN_SCORE = 0.0
 # Images above this many pixels are refused before they are decoded (a 15000x15000 PNG would
 # take 225 MB as gray and more while decoding); 120 MP admits every phone and DSLR photo.

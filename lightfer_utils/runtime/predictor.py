@@ -60,7 +60,7 @@ class Predictor:
     def _own_session(self, workers: int) -> "Predictor":
         """A new session with this model's share of the cores: ONNX Runtime's and TFLite's thread
         pools would otherwise each take every core, and ONNX Runtime's spin, starving the other
-        workers (`lightfer bench pipeline`, two frames at a time: 46 FPS with shared sessions, 77 with own ones)."""
+        workers (`lightfer bench pipeline --workers 2` measures it: docs/measurements.md)."""
         copy = type(self)(self.path, threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
         copy.max_batch = self.max_batch
         return copy

@@ -138,9 +138,9 @@ def _applications_model(application: Callable[..., keras.Model], name: str, size
 def xception(input_size: int = 71, bn_momentum: float = 0.99) -> keras.Model:
     """The paper's model: keras.applications.Xception (weights=None); needs >= 71x71x3 input.
     `bn_momentum` is its batch-norm layers' moving-average momentum (Keras: 0.99). Trained from
-    scratch at a learning rate of 1e-3, 0.99 lets the moving statistics trail the weights so far that
-    the model in inference mode answered one class after 2 epochs (52 % in training mode); 0.9,
-    PyTorch's default, follows them within about 10 steps."""
+    scratch at a learning rate of 1e-3, 0.99 let the moving statistics trail the weights so far that
+    inference mode answered one class (docs/measurements.md); 0.9, PyTorch's default, follows them
+    within about 10 steps."""
     if input_size < 71:
         raise ValueError(f"Xception needs an input of at least 71x71, got {input_size}")
     if not 0 <= bn_momentum < 1:

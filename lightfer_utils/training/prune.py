@@ -287,7 +287,7 @@ def prune_channels(
 
     Kept counts are rounded to a multiple of `multiple_of`: CPU convolution kernels work on
     blocks of 8 or 16 channels (AVX2, AVX-512), and a width off that grid can run slower than
-    the unpruned one (measured here: 51 of 64 channels slower than 64, 48 faster).
+    the unpruned one (docs/measurements.md).
     """
     if not 0 < keep_fraction <= 1:
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")

@@ -200,7 +200,7 @@ def precision_policy(name: str) -> Iterator[None]:
 def bfloat16_support() -> str:
     """How this machine's TensorFlow trains a bfloat16 convolution: "native" (a GPU, or a CPU with
     avx512_bf16 or amx_bf16 that ONEDNN_MAX_CPU_ISA does not cap), "emulated" (other AVX-512 CPUs:
-    measured 3x slower than float32) or "none" (AVX2-only CPUs: oneDNN has no such kernel)."""
+    slower than float32, docs/measurements.md) or "none" (AVX2-only CPUs: oneDNN has no such kernel)."""
     try:
         with precision_policy("mixed_bfloat16"):
             layer = keras.layers.Conv2D(4, 3)
