@@ -32,7 +32,16 @@ NOTEBOOKS: tuple[str, ...] = (
     "05_export", "06_jetson_benchmark", "07_tables",
 )
 
-# What each profile sets; a value reaches only the notebooks that declare that parameter.
+# The notebooks' own defaults are the smoke scale, so that Run All in JupyterLab takes minutes;
+# the full-scale profiles start from these values (a value reaches only the notebooks that declare
+# that parameter).
+FULL_SCALE: dict[str, Any] = {
+    "subset_fraction": 1.0, "deterministic": False, "epochs": 40, "models": "light_fer_net,mini_xception,simple_cnn",
+    "cost_models": "", "cost_steps": 5, "sparsities": "0.25,0.5,0.75,0.9", "channel_keep": "0.7,0.6", "prune_epochs": 4,
+    "structured_epochs": 6, "latency_iterations": 200, "calibration_size": 500, "iterations": 200, "pipeline_iterations": 100,
+}
+
+# What each profile sets.
 PROFILES: dict[str, dict[str, Any]] = {
     # Minutes on 2 CPU cores, seeded and deterministic, so nbval can check the outputs.
     "smoke": {"seed": 0, "subset_fraction": 0.05, "epochs": 1, "deterministic": True,
@@ -45,7 +54,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # for a CPU get their training cost measured; only the compression steps fine-tune (three
     # sparsities plus 2:4, two channel budgets with 3 distilled epochs each). `make reproduce` runs
     # this and publishes figures/ from it.
-    "reproduce": {"seed": 0, "subset_fraction": 1.0, "models": "light_fer_net,mini_xception,simple_cnn",
+    "reproduce": {**FULL_SCALE, "seed": 0, "subset_fraction": 1.0, "models": "light_fer_net,mini_xception,simple_cnn",
                   "resume_from": "models/light_fer_net_deep/training,models/mini_xception/training,"
                                  "models/simple_cnn/training",
                   "cost_models": "vgg_style,resnet50,xception", "cost_steps": 5,
@@ -54,11 +63,11 @@ PROFILES: dict[str, dict[str, Any]] = {
                   "paper_model": "light_fer_xception"},
     # The full data on a CPU machine, training from scratch: the models that train in hours there
     # (about 6 hours on 2 cores; `make train-from-scratch`).
-    "cpu": {"seed": 0, "subset_fraction": 1.0, "epochs": 40, "models": "light_fer_net,mini_xception,simple_cnn"},
+    "cpu": {**FULL_SCALE, "seed": 0, "subset_fraction": 1.0, "epochs": 40, "models": "light_fer_net,mini_xception,simple_cnn"},
     # The paper's setting, every model of Tables 2-3 including stock Xception, and the paper's
     # compression of Xception (tfmot during fine-tuning; no structured variants, which are ours):
     # for GPU machines.
-    "paper": {"seed": 0, "subset_fraction": 1.0, "epochs": 100,
+    "paper": {**FULL_SCALE, "seed": 0, "subset_fraction": 1.0, "epochs": 100,
               "models": "xception,light_fer_net,mini_xception,simple_cnn,vgg_style,resnet50",
               "compress": "xception", "channel_keep": ""},
 }
@@ -85,7 +94,10 @@ class RunPlan:
         import papermill
 
         declared = papermill.inspect_notebook(str(notebook))
-        return {name: value for name, value in self.parameters.items() if name in declared}
+        chosen = {name: value for name, value in self.parameters.items() if name in declared}
+        if "run_dir" in declared:  # notebooks run inside their run directory (cwd); their own default is interactive
+            chosen["run_dir"] = "."
+        return chosen
 
 
 # Notebooks run inside their run directory, so a relative path given with -p is resolved here,
@@ -318,7 +330,7 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
         raise FileExistsError(f"{target} exists; pass --force to regenerate the tables and REPRODUCTION.md")
     try:
         papermill.execute_notebook(str(NOTEBOOKS_DIR / "07_tables.ipynb"), str(target), cwd=str(run),
-                                   kernel_name=kernel_name, progress_bar=True)
+                                   parameters={"run_dir": "."}, kernel_name=kernel_name, progress_bar=True)
     except Exception as err:
         failed = target.with_name("07_tables.failed.ipynb")
         target.replace(failed) if target.exists() else None

@@ -256,7 +256,7 @@ def save_benchmark_inputs(run, faces: np.ndarray) -> List[str]:
     Jetson without the data set can run 06; returns the file names."""
     from lightfer_utils.runtime.tagging import benchmark_frames
 
-    run.benchmark_inputs.mkdir(exist_ok=False)
+    run.benchmark_inputs.mkdir(parents=True, exist_ok=True)  # a cell run again writes the same files
     np.save(str(run.benchmark_faces), faces)
     np.save(str(run.benchmark_frames), benchmark_frames())
     return sorted(p.name for p in run.benchmark_inputs.iterdir())
