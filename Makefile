@@ -5,13 +5,19 @@ BIN := $(VENV)/bin
 DATA ?= $(LIGHTFER_DATA)
 DATA_ARG := $(if $(DATA),--data $(DATA),)
 
-.PHONY: setup test test-fast reproduce train-from-scratch smoke-run lab
+.PHONY: setup latex test test-fast reproduce train-from-scratch smoke-run lab
 
 setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[all]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name lightfer --display-name "Python (lightfer)"
+
+# pdflatex with booktabs (Debian's packages; as root, or run the apt-get line with sudo): the tests compile
+# every paper table's LaTeX with it (CI sets LIGHTFER_REQUIRE_LATEX=1; elsewhere that test skips without it).
+latex:
+	@command -v pdflatex >/dev/null && kpsewhich booktabs.sty >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends texlive-latex-base texlive-latex-recommended)
 
 # Test files run in parallel, one file per worker (--dist loadfile keeps a file's module fixtures,
 # such as the smoke-run replay, in one process).

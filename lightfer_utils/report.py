@@ -215,6 +215,8 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
             text[column] = [("" if pd.isna(v) else show(v)) for v in table[column]]
         else:
             text[column] = ["" if pd.isna(v) else v for v in table[column]]
+    if isinstance(text.columns, pd.MultiIndex):  # ("ours", "angry") -> "ours: angry": one header row
+        text.columns = [": ".join(map(str, key)) for key in text.columns]
     return text
 
 
@@ -226,7 +228,9 @@ def save_all_formats(table: pd.DataFrame, run_dir: Path, name: str) -> dict[str,
     table.to_csv(paths["csv"])
     text = readable(table)
     paths["md"].write_text(text.to_markdown(disable_numparse=True) + "\n")
-    paths["tex"].write_text(text.to_latex())  # booktabs rules by default
+    numeric = [pd.api.types.is_numeric_dtype(table[column]) for column in table.columns]
+    alignment = "l" + "".join("r" if is_number else "l" for is_number in numeric)  # numbers right-aligned
+    paths["tex"].write_text(text.to_latex(escape=True, column_format=alignment))  # booktabs rules by default
     return paths
 
 

@@ -150,3 +150,35 @@ def test_readable_tables_keep_the_papers_values_as_published_and_flatten_row_pai
     text = report.readable(table)
     assert text.index.tolist() == ["TFLite FP32"]
     assert text.iloc[0].tolist() == ["235", "4.85", "0.863", "1.94"]
+
+
+def test_every_paper_table_is_flat_and_its_latex_compiles(run_dir, tmp_path):
+    """Tables a paper can use: one header row, escaped text, numbers right-aligned, and a real LaTeX
+    engine (Debian's pdflatex + booktabs, installed by `make latex` / CI) compiles each .tex."""
+    import os
+    import shutil
+    import subprocess
+
+    tables, missing = report.paper_tables(run_dir)
+    assert {"table1", "table2", "table3", "table4"} <= set(tables), missing
+    for name, table in tables.items():
+        paths = report.save_all_formats(table, run_dir, f"paper_{name}")
+        header = paths["md"].read_text().splitlines()[0]
+        assert "('" not in header, header  # flat headers, no tuples
+        tex = paths["tex"].read_text()
+        assert "\\toprule" in tex and "_" not in tex.replace("\\_", ""), name  # underscores escaped
+        columns = tex.split("\\begin{tabular}{", 1)[1].split("}", 1)[0]
+        assert columns[0] == "l" and "r" in columns, columns
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("LIGHTFER_REQUIRE_LATEX") == "1":
+            pytest.fail("pdflatex is not installed (make latex)")
+        pytest.skip("pdflatex is not installed (make latex installs Debian's texlive-latex-base and -recommended)")
+    for name in tables:
+        document = tmp_path / f"{name}.tex"
+        document.write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[T1]{fontenc}\n"
+                            "\\usepackage[landscape,margin=5mm]{geometry}\\begin{document}\\tiny\n"
+                            f"\\input{{{run_dir / 'tables' / f'paper_{name}.tex'}}}\n\\end{{document}}\n")
+        result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout[-2000:]
+        assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
