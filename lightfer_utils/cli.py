@@ -82,7 +82,8 @@ def _load_labelled(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     from lightfer_utils.data import stratified_subset
     from lightfer_utils.training.pipeline import Augmentation
-    from lightfer_utils.training.train import TrainConfig, load_config, train
+    from lightfer_utils.training.config import TrainConfig, load_config
+    from lightfer_utils.training.train import train
     from lightfer_utils.training.trainingdir import TrainingDir
 
     out = Path(args.out)
@@ -109,7 +110,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
-    from lightfer_utils.training.train import write_snapshot
+    from lightfer_utils.training.snapshot import write_snapshot
     from lightfer_utils.training.trainingdir import TrainingDir
 
     info = write_snapshot(args.run_dir)
@@ -345,7 +346,9 @@ def _cmd_bench_training(args: argparse.Namespace) -> int:
 
     from lightfer_utils.data import FerData
     from lightfer_utils.training.pipeline import steps_per_epoch
-    from lightfer_utils.training.train import PRECISIONS, bfloat16_support, load_config, seconds_per_step
+    from lightfer_utils.training.config import load_config
+    from lightfer_utils.training.precision import PRECISIONS, bfloat16_support
+    from lightfer_utils.training.train import seconds_per_step
     from lightfer_utils.training.trainingdir import TrainingDir
     from lightfer_utils.training.zoo import TRAINING_FACES
 

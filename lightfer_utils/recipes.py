@@ -17,7 +17,7 @@ from typing import Any
 
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime import provenance, shipped_models
-from lightfer_utils.training.train import TrainConfig, load_config
+from lightfer_utils.training.config import TrainConfig, load_config
 from lightfer_utils.training.trainingdir import TrainingDir
 
 # run parameters that name the model a compression run starts from; a rebuild sets its own

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from lightfer_utils.training import train as training
-from lightfer_utils.training.train import TrainConfig, load_best, read_snapshot, train, write_snapshot
+from lightfer_utils.training import precision as training_precision
+from lightfer_utils.training.config import TrainConfig
+from lightfer_utils.training.snapshot import read_snapshot, write_snapshot
+from lightfer_utils.training.train import load_best, train
 from lightfer_utils.training.trainingdir import SMALL_FILES, TrainingDir, make_live
 from test_training import tiny_split
 
@@ -108,7 +110,7 @@ def test_a_mixed_bfloat16_run_continues_in_float32_on_a_cpu_without_bfloat16(tmp
     train_data, val_data, run = tiny_split(64, 1, 0), tiny_split(21, 2, 1), tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):  # session 1 asked for float32 on any CPU
         train(config, train_data, val_data, run, verbose=0, callbacks=[_StopAfter(1)], precision="float32")
-    monkeypatch.setattr(training, "bfloat16_support", lambda: "none")
+    monkeypatch.setattr(training_precision, "bfloat16_support", lambda: "none")
     train(config, train_data, val_data, run, verbose=0)  # session 2: the config's precision is not available
     assert f"note: {run} trained in mixed_bfloat16 so far; this CPU has no native bfloat16" in capsys.readouterr().out
     state = TrainingDir(run).read_state()
@@ -121,7 +123,7 @@ def test_a_mixed_bfloat16_run_continues_in_float32_on_a_cpu_without_bfloat16(tmp
 
 
 def test_sessions_record_each_change_of_precision(tmp_path):
-    if training.bfloat16_support() != "native":
+    if training_precision.bfloat16_support() != "native":
         pytest.skip("this CPU has no native bfloat16")
     config = TrainConfig(model_config=TINY, epochs=2, batch_size=16, patience=0, warmup_epochs=1)
     train_data, val_data, run = tiny_split(64, 1, 0), tiny_split(21, 2, 1), tmp_path / "run"

@@ -13,7 +13,8 @@ import pytest
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime.tensorrt_runtime import tensorrt_8_2_problems
 from lightfer_utils.training.paper_model import PAPER_SUFFIXES, Compression, ship_paper_model
-from lightfer_utils.training.train import TrainConfig, train
+from lightfer_utils.training.config import TrainConfig
+from lightfer_utils.training.train import train
 from test_training import tiny_split
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lightfer_utils import recipes
-from lightfer_utils.training.train import TrainConfig, load_best, load_config
+from lightfer_utils.training.config import TrainConfig, load_config
+from lightfer_utils.training.train import load_best
 from test_training import tiny_split
 
 TINY = {"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0}

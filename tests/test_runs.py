@@ -9,7 +9,7 @@ import pandas as pd
 
 from lightfer_utils.cli import main
 from lightfer_utils.training.runs import config_differences, summarize
-from lightfer_utils.training.train import TrainConfig
+from lightfer_utils.training.config import TrainConfig
 
 
 def write_run(run: Path, accuracies: list[float], epochs: int, **settings) -> Path:

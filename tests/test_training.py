@@ -18,8 +18,9 @@ from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import model_input
 from lightfer_utils.training.pipeline import Augmentation, augment_batch, training_dataset
 from lightfer_utils.training.trainingdir import TrainingDir
-from lightfer_utils.training.train import (TrainConfig, bfloat16_support, load_best, load_config, load_trained,
-                                          train)
+from lightfer_utils.training.config import TrainConfig, load_config
+from lightfer_utils.training.precision import bfloat16_support
+from lightfer_utils.training.train import load_best, load_trained, train
 
 
 def test_augmentation_is_a_function_of_its_seed():

@@ -27,7 +27,8 @@ from lightfer_utils.training.prune import compression_ratio, magnitude_prune, no
 from lightfer_utils.training.quantize import (ONNX_OPSET, calibration_faces, convert_tflite, export_onnx, onnx_fp16,
                                               onnx_int8)
 from lightfer_utils.training.shipping import _card_header, _refuse_overwrite
-from lightfer_utils.training.train import load_best, load_config
+from lightfer_utils.training.config import load_config
+from lightfer_utils.training.train import load_best
 from lightfer_utils.training.trainingdir import TrainingDir
 
 PAPER_MODEL = "light_fer_xception"

@@ -56,7 +56,8 @@ def ship_model(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a training run's best epoch and write <name>.keras, <name>.onnx and the card."""
-    from lightfer_utils.training.train import load_best, load_config
+    from lightfer_utils.training.config import load_config
+    from lightfer_utils.training.train import load_best
 
     run = Path(run_dir)
     target = Path(models_dir)

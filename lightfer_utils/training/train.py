@@ -13,16 +13,13 @@ PrivateTest is never touched here: model selection uses PublicTest only.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,9 +31,11 @@ from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import keras_predictor, model_input
 from lightfer_utils.training.evaluate import count_flops, count_parameters
 from lightfer_utils.training.models import build_model
-from lightfer_utils.runtime.atomic import atomic_write
-from lightfer_utils.runtime.provenance import cpu_model, now_iso
+from lightfer_utils.runtime.provenance import cpu_model
 from lightfer_utils.training.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
+from lightfer_utils.training.config import TrainConfig, load_config, project_path
+from lightfer_utils.training.precision import precision_policy, session_precision
+from lightfer_utils.training.snapshot import read_snapshot
 from lightfer_utils.training.trainingdir import TrainingDir, make_live
 
 # Checkpoints are committed so that long training continues across sessions: shards of at
@@ -44,67 +43,6 @@ from lightfer_utils.training.trainingdir import TrainingDir, make_live
 CHECKPOINT_OPTIONS = tf.train.CheckpointOptions(
     experimental_sharding_callback=tf.train.experimental.MaxShardSizePolicy(max_shard_size=4_000_000)
 )
-
-
-@dataclass
-class TrainConfig:
-    model: str = "light_fer_net"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 60
-    batch_size: int = 64  # per replica
-    learning_rate: float = 1e-3  # per replica batch; scaled by the replica count
-    warmup_epochs: int = 2
-    min_learning_rate: float = 1e-5
-    label_smoothing: float = 0.1
-    class_weights: bool = False
-    augmentation: dict[str, Any] | None = field(default_factory=lambda: Augmentation().as_dict())
-    patience: int = 15  # epochs without PublicTest improvement before stopping; 0 = never
-    seed: int = 2022
-    # trained models (.keras or training dirs; relative: to the project root) to distil from,
-    # comma-separated: their mean probability teaches
-    teacher: str = ""
-    distill_alpha: float = 0.5  # weight of the labels; 1 - alpha goes to the teacher
-    distill_temperature: float = 2.0
-    teacher_flip: bool = False  # the teacher also sees the mirrored face; its two answers are averaged
-    # offline: the teacher's probabilities on the un-augmented Training faces are computed once
-    # (cached in the run as teacher_targets.npy) and mixed into the targets, alpha * labels +
-    # (1 - alpha) * teacher softened by the temperature; no teacher pass per batch, so a small
-    # student trains at its own speed
-    teacher_offline: bool = False
-    init_from: str = ""  # a trained model of the same architecture whose weights start the run
-    # > 0: an exponential moving average of all the weights (batch-norm statistics too), updated
-    # after every step with this decay (0.999 averages over ~1,000 steps, about 2 epochs at batch
-    # 64); PublicTest scores the average, best_weights.h5 holds it. 0: off
-    weight_average_decay: float = 0.0
-    # "mixed_bfloat16": layers compute in bfloat16, weights, optimizer, average and the softmax stay
-    # float32 (faster on CPUs with bfloat16 instructions, avx512_bf16 or amx_bf16, slower on other
-    # AVX-512 CPUs, refused on AVX2-only ones); the saved weights are float32 either way, so
-    # exports and evaluation are unchanged
-    precision: str = "float32"
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    def check(self) -> None:
-        """Every number finite, whole where it counts, and in its range: these come from the command
-        line and from config files, and are checked before anything is written."""
-        ranges = {"epochs": (lambda v: v >= 1, ">= 1"), "batch_size": (lambda v: v >= 1, ">= 1"),
-                  "warmup_epochs": (lambda v: v >= 0, ">= 0"), "patience": (lambda v: v >= 0, ">= 0 (0: never stop)"),
-                  "seed": (lambda v: True, "any whole number"), "learning_rate": (lambda v: v >= 0, ">= 0"),
-                  "min_learning_rate": (lambda v: v >= 0, ">= 0"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
-                  "distill_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"), "distill_temperature": (lambda v: v > 0, "> 0"),
-                  "weight_average_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: off)")}
-        whole = ("epochs", "batch_size", "warmup_epochs", "patience", "seed")
-        for name, (in_range, wanted) in ranges.items():
-            value = getattr(self, name)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or (name in whole and not isinstance(value, int)) or not in_range(value):
-                kind = "a whole number" if name in whole else "a finite number"
-                raise ValueError(f"{name} must be {kind} {wanted}, got {value!r}")
-
-    def same_run(self, other: TrainConfig) -> bool:
-        """Whether `other` describes the same run: everything equal but the compute precision."""
-        return replace(self, precision="").to_json() == replace(other, precision="").to_json()
 
 
 class Distiller(keras.Model):
@@ -179,44 +117,6 @@ def ensemble_teacher(members: list[keras.Model], flip: bool) -> Callable[..., tf
         return tf.add_n([member(view, training=False) for member in members for view in views]) / (len(members) * len(views))
 
     return predict
-
-
-PRECISIONS = ("float32", "mixed_bfloat16")
-
-
-@contextlib.contextmanager
-def precision_policy(name: str) -> Iterator[None]:
-    """Keras' global dtype policy set to `name` while models are built and trained inside."""
-    if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def bfloat16_support() -> str:
-    """How this machine's TensorFlow trains a bfloat16 convolution: "native" (a GPU, or a CPU with
-    avx512_bf16 or amx_bf16 that ONEDNN_MAX_CPU_ISA does not cap), "emulated" (other AVX-512 CPUs:
-    slower than float32, docs/measurements.md) or "none" (AVX2-only CPUs: oneDNN has no such kernel)."""
-    try:
-        with precision_policy("mixed_bfloat16"):
-            layer = keras.layers.Conv2D(4, 3)
-            with tf.GradientTape() as tape:
-                output = tf.reduce_sum(tf.cast(layer(tf.zeros((2, 8, 8, 1))), tf.float32))
-            tape.gradient(output, layer.trainable_variables)
-    except tf.errors.OpError:
-        return "none"
-    if tf.config.list_logical_devices("GPU"):
-        return "native"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() not in ("ALL", "DEFAULT")
-    return "native" if ("avx512_bf16" in flags or "amx_bf16" in flags) and not capped else "emulated"
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -374,32 +274,6 @@ def train(
     with precision_policy(chosen):
         _train(config, chosen, train_data, val_data, record, verbose, callbacks or [])
     return load_best(run_dir)
-
-
-def session_precision(config: TrainConfig, record: TrainingDir, requested: str | None = None) -> str:
-    """The compute precision of this session. Asked for (`requested`, or a new run's config) and
-    impossible here, mixed_bfloat16 is refused; a run that trained in mixed_bfloat16 before and lands
-    on a CPU without native bfloat16 continues in float32 instead (the weights are float32 either
-    way, so only the arithmetic of the coming epochs changes), and says so."""
-    wanted = requested or config.precision
-    if wanted not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {wanted!r}")
-    if wanted == "float32":
-        return wanted
-    support = bfloat16_support()
-    resumed = record.work.read_state().get("epochs_done", 0) > 0 or record.read_state().get("epochs_done", 0) > 0
-    if support == "native":
-        return wanted
-    if resumed and not requested:
-        print(f"note: {record.root} trained in mixed_bfloat16 so far; this CPU has no native bfloat16 "
-              f"({'emulated: 3x slower' if support == 'emulated' else 'no oneDNN kernel'}), so it continues in float32")
-        return "float32"
-    if support == "none":
-        raise ValueError("precision mixed_bfloat16: TensorFlow cannot train bfloat16 convolutions on this machine "
-                         "(oneDNN has no such kernel for CPUs without AVX-512); train in float32, or on an AVX-512 "
-                         "CPU or a GPU")
-    print("note: this CPU emulates bfloat16: mixed_bfloat16 trains about 3x slower here than float32")
-    return wanted
 
 
 def _complete(record: TrainingDir, config: TrainConfig) -> bool:
@@ -563,41 +437,6 @@ def _resume_from_snapshot(record: TrainingDir, model: keras.Model, epoch: int, c
     return state
 
 
-def write_snapshot(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The record's fallback: the weights of the latest checkpoint (no optimizer state) in float16,
-    replacing the snapshot before; returns what snapshot.json says."""
-    record = TrainingDir(run_dir)
-    manager_dir = record.work.checkpoint
-    latest = tf.train.latest_checkpoint(str(manager_dir))
-    if not latest:
-        raise FileNotFoundError(f"{record.root}: no checkpoint in {manager_dir} to take a snapshot of")
-    config = load_config(record.root)
-    model = build_model(config.model, **config.model_config)
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-    weights = [w.numpy().astype(np.float16) for w in model.weights]
-    if not all(np.isfinite(w).all() for w in weights):
-        raise ValueError(f"{record.root}: a weight of the checkpoint does not fit in float16")
-    buffer = io.BytesIO()
-    np.savez(buffer, **{f"w{i:04d}": w for i, w in enumerate(weights)})
-    atomic_write(record.snapshot, buffer.getvalue())
-    info = {"epoch": int(latest.rsplit("-", 1)[1]), "dtype": "float16", "weights": len(weights),
-            "parameters": int(sum(w.size for w in weights)), "written": now_iso(), "cpu": cpu_model(),
-            "holds": "the model's weights after this epoch; no optimizer state"}
-    atomic_write(record.snapshot_info, json.dumps(info, indent=2) + "\n")
-    return info
-
-
-def read_snapshot(record: TrainingDir, model: keras.Model) -> list[np.ndarray]:
-    """The snapshot's weights in float32, checked against `model`'s shapes."""
-    with np.load(record.snapshot, allow_pickle=False) as stored:
-        weights = [stored[f"w{i:04d}"].astype(np.float32) for i in range(len(stored.files))]
-    expected = [tuple(w.shape) for w in model.weights]
-    if [w.shape for w in weights] != expected:
-        raise ValueError(f"{record.snapshot}: its weights do not fit {model.name} ({len(weights)} arrays, "
-                         f"{len(expected)} expected)")
-    return weights
-
-
 def compiled_for_training(config: TrainConfig, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.Model:
     """What `fit` trains: the model itself or, with an online teacher, a Distiller around it (its
     teachers computing in the run's precision); compiled with the run's loss and accuracy."""
@@ -637,32 +476,6 @@ def seconds_per_step(config: TrainConfig, train_data: FerData, steps: int = 5, w
     for _ in range(steps):
         model.train_on_batch(*next(batches))
     return (time.perf_counter() - started) / steps
-
-
-def project_path(model: str) -> Path:
-    """A trained model named in a config (teacher, init_from): relative paths are relative to the
-    project root, because notebooks run in their run directory."""
-    from lightfer_utils.runtime.provenance import PROJECT_ROOT
-
-    return Path(model) if Path(model).is_absolute() else PROJECT_ROOT / model
-
-
-def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
-    """The run's config; fields and augmentation settings added since it was written take their
-    defaults, which leave such runs as they were."""
-    path = TrainingDir(run_dir).config
-    try:
-        settings = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not JSON ({err})") from None
-    known = set(TrainConfig.__dataclass_fields__)
-    unknown = sorted(set(settings) - known) if isinstance(settings, dict) else []
-    if not isinstance(settings, dict) or unknown:
-        raise ValueError(f"{path}: not a training config ({'unknown setting ' + ', '.join(unknown) if unknown else 'not a JSON object'})")
-    config = TrainConfig(**settings)
-    if config.augmentation is not None:
-        config.augmentation = Augmentation(**config.augmentation).as_dict()
-    return config
 
 
 def load_best(run_dir: str | os.PathLike[str], precision: str = "float32") -> keras.Model:

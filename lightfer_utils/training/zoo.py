@@ -15,7 +15,8 @@ from lightfer_utils.training.evaluate import Evaluation, count_flops, count_para
 from lightfer_utils.runtime.predictor import keras_predictor
 from lightfer_utils.training.models import build_model
 from lightfer_utils.training.pipeline import Augmentation, steps_per_epoch
-from lightfer_utils.training.train import TrainConfig, load_best, load_config, seconds_per_step, train
+from lightfer_utils.training.config import TrainConfig, load_config
+from lightfer_utils.training.train import load_best, seconds_per_step, train
 from lightfer_utils.training.trainingdir import TrainingDir
 
 TRAINING_FACES = 28_709  # FER2013's Training split: what one full epoch covers

@@ -1,0 +1,102 @@
+"""A training run's settings (`config.json` of a training directory): what `lightfer train` and
+notebook 02 train, checked before anything is written, and read back with the defaults of
+settings added since. No TensorFlow here."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lightfer_utils.training.pipeline import Augmentation
+from lightfer_utils.training.trainingdir import TrainingDir
+
+
+@dataclass
+class TrainConfig:
+    model: str = "light_fer_net"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 60
+    batch_size: int = 64  # per replica
+    learning_rate: float = 1e-3  # per replica batch; scaled by the replica count
+    warmup_epochs: int = 2
+    min_learning_rate: float = 1e-5
+    label_smoothing: float = 0.1
+    class_weights: bool = False
+    augmentation: dict[str, Any] | None = field(default_factory=lambda: Augmentation().as_dict())
+    patience: int = 15  # epochs without PublicTest improvement before stopping; 0 = never
+    seed: int = 2022
+    # trained models (.keras or training dirs; relative: to the project root) to distil from,
+    # comma-separated: their mean probability teaches
+    teacher: str = ""
+    distill_alpha: float = 0.5  # weight of the labels; 1 - alpha goes to the teacher
+    distill_temperature: float = 2.0
+    teacher_flip: bool = False  # the teacher also sees the mirrored face; its two answers are averaged
+    # offline: the teacher's probabilities on the un-augmented Training faces are computed once
+    # (cached in the run as teacher_targets.npy) and mixed into the targets, alpha * labels +
+    # (1 - alpha) * teacher softened by the temperature; no teacher pass per batch, so a small
+    # student trains at its own speed
+    teacher_offline: bool = False
+    init_from: str = ""  # a trained model of the same architecture whose weights start the run
+    # > 0: an exponential moving average of all the weights (batch-norm statistics too), updated
+    # after every step with this decay (0.999 averages over ~1,000 steps, about 2 epochs at batch
+    # 64); PublicTest scores the average, best_weights.h5 holds it. 0: off
+    weight_average_decay: float = 0.0
+    # "mixed_bfloat16": layers compute in bfloat16, weights, optimizer, average and the softmax stay
+    # float32 (faster on CPUs with bfloat16 instructions, avx512_bf16 or amx_bf16, slower on other
+    # AVX-512 CPUs, refused on AVX2-only ones); the saved weights are float32 either way, so
+    # exports and evaluation are unchanged
+    precision: str = "float32"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def check(self) -> None:
+        """Every number finite, whole where it counts, and in its range: these come from the command
+        line and from config files, and are checked before anything is written."""
+        ranges = {"epochs": (lambda v: v >= 1, ">= 1"), "batch_size": (lambda v: v >= 1, ">= 1"),
+                  "warmup_epochs": (lambda v: v >= 0, ">= 0"), "patience": (lambda v: v >= 0, ">= 0 (0: never stop)"),
+                  "seed": (lambda v: True, "any whole number"), "learning_rate": (lambda v: v >= 0, ">= 0"),
+                  "min_learning_rate": (lambda v: v >= 0, ">= 0"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "distill_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"), "distill_temperature": (lambda v: v > 0, "> 0"),
+                  "weight_average_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: off)")}
+        whole = ("epochs", "batch_size", "warmup_epochs", "patience", "seed")
+        for name, (in_range, wanted) in ranges.items():
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or (name in whole and not isinstance(value, int)) or not in_range(value):
+                kind = "a whole number" if name in whole else "a finite number"
+                raise ValueError(f"{name} must be {kind} {wanted}, got {value!r}")
+
+    def same_run(self, other: TrainConfig) -> bool:
+        """Whether `other` describes the same run: everything equal but the compute precision."""
+        return replace(self, precision="").to_json() == replace(other, precision="").to_json()
+
+
+def project_path(model: str) -> Path:
+    """A trained model named in a config (teacher, init_from): relative paths are relative to the
+    project root, because notebooks run in their run directory."""
+    from lightfer_utils.runtime.provenance import PROJECT_ROOT
+
+    return Path(model) if Path(model).is_absolute() else PROJECT_ROOT / model
+
+
+def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
+    """The run's config; fields and augmentation settings added since it was written take their
+    defaults, which leave such runs as they were."""
+    path = TrainingDir(run_dir).config
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not JSON ({err})") from None
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(settings) - known) if isinstance(settings, dict) else []
+    if not isinstance(settings, dict) or unknown:
+        raise ValueError(f"{path}: not a training config ({'unknown setting ' + ', '.join(unknown) if unknown else 'not a JSON object'})")
+    config = TrainConfig(**settings)
+    if config.augmentation is not None:
+        config.augmentation = Augmentation(**config.augmentation).as_dict()
+    return config
