@@ -423,7 +423,7 @@ def _resume_from_snapshot(record: TrainingDir, model: keras.Model, epoch: int, c
         _truncate_history(work.history, epoch)
     note = ""
     if state.get("best_epoch", 0) > epoch or not work.best_weights.is_file():
-        rows = [r for r in csv.DictReader(open(work.history, newline=""))] if work.history.is_file() else []
+        rows = list(csv.DictReader(work.history.read_text().splitlines())) if work.history.is_file() else []
         accuracy = next((float(r["val_accuracy"]) for r in rows if int(r["epoch"]) == epoch), -1.0)
         if state.get("best_epoch", 0) != epoch:
             note = f"; the best weights (epoch {state.get('best_epoch')}) were lost: the snapshot's epoch is the best so far"
