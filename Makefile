@@ -37,7 +37,7 @@ test-fast:
 REPRODUCE_RUN := papermill_runs/reproduce-$(shell date +%Y%m%d-%H%M%S)
 reproduce:
 	$(BIN)/lightfer run --profile reproduce $(DATA_ARG) --out $(REPRODUCE_RUN)
-	$(BIN)/lightfer publish $(REPRODUCE_RUN) --force
+	$(BIN)/lightfer maintain publish $(REPRODUCE_RUN) --force
 
 # Every model of the cpu profile trained from scratch on the full data (about 6 hours on 2 cores).
 train-from-scratch:

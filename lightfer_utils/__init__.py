@@ -16,5 +16,5 @@ CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 48
 
-# how tables name the paper's model as this package trains and compresses it (lightfer ship-paper)
+# how tables name the paper's model as this package trains and compresses it (lightfer maintain ship-paper)
 PAPER_MODEL_LABEL = "Light-FER (the paper's model, ours)"

@@ -591,3 +591,41 @@ def load_for_run(
     default), relabelled as asked, reduced to a stratified fraction of every split (smoke runs)."""
     data = relabelled(load_fer2013(data_path or None, progress=False), labels, ferplus_path)
     return stratified_subset(data, subset_fraction, seed=seed) if subset_fraction < 1 else data
+
+
+# --------------------------------------------------------------------------- tools
+
+
+@dataclass(frozen=True)
+class LoadTiming:
+    data: FerData
+    cold_seconds: float  # decode + validate + write the cache
+    cached_seconds: list[float]
+
+
+def time_loading(source: str | os.PathLike[str] | None, repeat: int = 5) -> LoadTiming:
+    """A cold load of `source` into a fresh cache, then `repeat` loads from that cache."""
+    import tempfile
+    import time
+
+    if repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, got {repeat}")
+    with tempfile.TemporaryDirectory() as cache:
+        started = time.perf_counter()
+        data = load_fer2013(source, cache_dir=cache, progress=False)
+        cold = time.perf_counter() - started
+        cached = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            load_fer2013(source, cache_dir=cache, progress=False)
+            cached.append(time.perf_counter() - started)
+    return LoadTiming(data, cold, cached)
+
+
+def random_faces(count: int, seed: int = 0) -> FerData:
+    """`count` random 48x48 faces with labels cycling over the classes: for timings, which do not
+    depend on what the faces show."""
+    return FerData(images=np.random.default_rng(seed).integers(0, 256, (count, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8),
+                   labels=np.arange(count) % NUM_CLASSES, usage=np.zeros(count, np.int64),
+                   sources=np.array(["random"] * count), csv_rows=np.full(count, -1), origin="random faces",
+                   source_rows=count)

@@ -3,7 +3,7 @@
 A trained model's recipe is its committed training config (`models/NAME/training/config.json`:
 builder, settings, schedule, augmentation), whose teachers and init-from name other shipped models
 (`models/OTHER/training`). An edge model's recipe is the run its card names: the compression
-notebooks 03-04 on its source model with the run's settings, then `lightfer ship-edge`.
+notebooks 03-04 on its source model with the run's settings, then `lightfer maintain ship-edge`.
 `rebuild` runs the chain in order, each step in its own directory under `out`, resuming a step
 that was interrupted and skipping a step whose result exists.
 """
@@ -42,7 +42,7 @@ class Recipe:
                     + ("; " + "; ".join(extras) if extras else ""))
         if self.kind == "paper":
             settings = ", ".join(f"{k} {v}" for k, v in self.parameters.items())
-            return f"prune {self.depends_on[0]} during fine-tuning (tfmot; {settings}), FP16 and INT8: lightfer ship-paper"
+            return f"prune {self.depends_on[0]} during fine-tuning (tfmot; {settings}), FP16 and INT8: lightfer maintain ship-paper"
         settings = " ".join(f"-p {k}={v}" for k, v in self.parameters.items())
         return f"compress {self.depends_on[0]}: lightfer run --profile {self.profile} --only 03,04 {settings}; ship-edge"
 
@@ -205,3 +205,29 @@ def compare_curves(rebuilt: Path, original: Path) -> list[str]:
         f"{theirs.val_accuracy[epochs].max() * 100:.2f} % original "
         f"(original's best: {best_original:.2f} % at epoch {int(theirs.val_accuracy.idxmax())})",
     ]
+
+
+def against_card(name: str, out: Path, data: FerData, where: dict[str, Path]) -> list[str]:
+    """The rebuilt model's accuracy beside its shipped card's, one line per split (and format): a
+    trained model scored here from its rebuilt run, the others as their rebuilt card says."""
+    card = shipped_models.card(name)
+    last = chain(name)[-1]
+    percent = "{:.2f} %".format
+    if last.kind == "train":
+        from lightfer_utils.runtime.predictor import keras_predictor
+        from lightfer_utils.training.evaluate import evaluate
+        from lightfer_utils.training.train import load_best
+
+        predict = keras_predictor(load_best(where[name]))
+        return [f"{name} rebuilt, {split}: {percent(evaluate(predict, part.images, part.labels).accuracy * 100)} "
+                f"(card: {percent(card['metrics'][split]['accuracy'] * 100)})"
+                for split, part in ((s, data.split(s)) for s in ("PublicTest", "PrivateTest"))]
+    rebuilt = json.loads((Path(out) / "models" / f"{name}.card.json").read_text())
+    if last.kind == "paper":
+        return [f"{name} rebuilt ({fmt}): " + ", ".join(
+            f"{split} {percent(rebuilt['formats'][fmt][split + '_accuracy'] * 100)} "
+            f"(card: {percent(card['formats'][fmt][split + '_accuracy'] * 100)})" for split in ("PublicTest", "PrivateTest"))
+            for fmt in rebuilt["formats"]]
+    fmt, ours = card["edge_format"], rebuilt["edge_format"]
+    return [f"{name} rebuilt ({ours}), {split}: {percent(rebuilt['formats'][ours][split + '_accuracy'] * 100)} "
+            f"(card, {fmt}: {percent(card['formats'][fmt][split + '_accuracy'] * 100)})" for split in ("PublicTest", "PrivateTest")]

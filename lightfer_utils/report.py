@@ -475,7 +475,7 @@ def published_readme(provenance: dict[str, Any]) -> str:
                else f"lightfer run --profile {provenance.get('profile')} --data PATH {overrides}".strip())
     minutes = sum(n.get("seconds") or 0 for n in provenance.get("notebooks") or []) / 60
     lines = ["# Published tables and figures", "",
-             f"Copied by `lightfer publish` from run `{provenance.get('run_id')}` (profile `{provenance.get('profile')}`, "
+             f"Copied by `lightfer maintain publish` from run `{provenance.get('run_id')}` (profile `{provenance.get('profile')}`, "
              f"git {str(git.get('commit', '?'))[:7]}{', uncommitted changes' if git.get('dirty') else ''}; FER2013 sha256 "
              f"{str(data.get('sha256', '?'))[:8]}…; {host.get('cpu', '?')} ({host.get('cpu_isa', '?')}), "
              f"{host.get('logical_cores', '?')} cores, GPUs: {', '.join(g['name'] for g in host.get('gpus', [])) or 'none'}; "

@@ -59,7 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                                  "models/simple_cnn/training",
                   "cost_models": "vgg_style,resnet50,xception", "cost_steps": 5,
                   "sparsities": "0.5,0.75,0.9", "prune_epochs": 1, "structured_epochs": 3, "channel_keep": "0.8,0.7",
-                  # the paper's model as shipped (lightfer ship-paper): measured by 02, timed by 06 for Tables 2-4
+                  # the paper's model as shipped (lightfer maintain ship-paper): measured by 02, timed by 06 for Tables 2-4
                   "paper_model": "light_fer_xception"},
     # The full data on a CPU machine, training from scratch: the models that train in hours there
     # (about 6 hours on 2 cores; `make train-from-scratch`).

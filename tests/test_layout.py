@@ -66,7 +66,7 @@ def test_the_runtime_side_imports_only_itself_and_the_package_constants():
 
 def test_the_training_side_never_imports_the_commands_runner_or_report():
     training = {m for m in GRAPH if m.startswith("lightfer_utils.training")}
-    upward = {m: sorted(t for t in GRAPH[m] if t in ("lightfer_utils.cli", "lightfer_utils.runner", "lightfer_utils.report"))
+    upward = {m: sorted(t for t in GRAPH[m] if t.startswith("lightfer_utils.cli") or t in ("lightfer_utils.runner", "lightfer_utils.report"))
               for m in training}
     assert not any(upward.values()), upward
 

@@ -140,14 +140,14 @@ def test_the_commands_train_live_and_write_the_snapshot(good_csv, tmp_path, monk
     monkeypatch.setenv("LIGHTFER_CACHE", str(tmp_path / "cache"))
     record = tmp_path / "record"
     tiny = '{"widths": [8, 8, 8, 8], "blocks": [0, 1, 1, 1], "dropout": 0.0}'
-    assert main(["snapshot", str(record)]) == 2
+    assert main(["maintain", "snapshot", str(record)]) == 2
     assert capsys.readouterr().err.strip() == (f"lightfer: error: {record}: no checkpoint in {record / 'checkpoint'} "
                                                 "to take a snapshot of")
     assert main(["train", "--data", str(good_csv[0]), "--out", str(record), "--live", "cli_tiny", "--model-config", tiny,
                  "--epochs", "1", "--batch-size", "7"]) == 0
     live = tmp_path / "cache" / "live" / "cli_tiny"
     assert f"best weights: {live / 'best_weights.h5'}" in capsys.readouterr().out
-    assert main(["snapshot", str(record)]) == 0
+    assert main(["maintain", "snapshot", str(record)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{record / 'snapshot_fp16.npz'}: the weights after epoch 1 in float16")
     assert json.loads((record / "snapshot.json").read_text())["epoch"] == 1

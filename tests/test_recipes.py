@@ -100,7 +100,7 @@ def test_a_rebuilt_curve_is_compared_with_the_original_epoch_by_epoch(tmp_path):
 def test_comparing_a_model_that_has_no_rebuilt_curve_is_one_clear_error(tmp_path, capsys):
     from lightfer_utils.cli import main
 
-    assert main(["rebuild", "light_fer_net_deep_edge", "--compare", "--out", str(tmp_path)]) == 2
+    assert main(["maintain", "rebuild", "light_fer_net_deep_edge", "--compare", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("lightfer: error:") == 1 and "no training history to compare" in err and "Traceback" not in err
 

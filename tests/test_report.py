@@ -107,7 +107,7 @@ def test_publish_copies_a_finished_runs_tables_and_figures_with_provenance(tmp_p
     with pytest.raises(report.MissingArtifact, match="REPRODUCTION.md"):
         report.publish(run, target)
     (run / "REPRODUCTION.md").write_text("# report")
-    assert main(["publish", str(run), "--to", str(target)]) == 0
+    assert main(["maintain", "publish", str(run), "--to", str(target)]) == 0
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
         "README.md", "REPRODUCTION.md", "figures/paper_confusion.png", "provenance.json", "tables/paper_table1.md"]
     provenance = json.loads((target / "provenance.json").read_text())

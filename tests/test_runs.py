@@ -44,11 +44,11 @@ def test_runs_are_compared_by_the_best_reached_by_each_epoch(tmp_path):
 
 def test_runs_command_prints_the_table_and_refuses_what_is_not_a_run(tmp_path, capsys):
     runs = [write_run(tmp_path / name, [0.5, 0.6], epochs=2) for name in ("a", "b")]
-    assert main(["runs", *map(str, runs), "--at", "1"]) == 0
+    assert main(["maintain", "runs", *map(str, runs), "--at", "1"]) == 0
     out = capsys.readouterr().out
     assert "best by 1" in out and "the runs have the same settings" in out
     (tmp_path / "empty").mkdir()
-    assert main(["runs", str(tmp_path / "empty")]) == 2
+    assert main(["maintain", "runs", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.strip() == f"lightfer: error: {tmp_path / 'empty'} is not a training run: no config.json or history.csv"
-    assert main(["runs", str(runs[0]), "--at", "ten"]) == 2
+    assert main(["maintain", "runs", str(runs[0]), "--at", "ten"]) == 2
     assert "--at takes comma-separated epoch numbers" in capsys.readouterr().err

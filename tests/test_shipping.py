@@ -38,7 +38,7 @@ def shipped(contest_csv, tmp_path_factory) -> Path:
         assert main(["train", "--data", str(contest_csv), "--out", str(run), "--model-config", TINY_MODEL,
                      "--epochs", "2", "--batch-size", "7", "--seed", "1"]) == 0
     (root / "train_stdout.txt").write_text(printed.getvalue())
-    assert main(["ship", str(run), "--data", str(contest_csv), "--name", "tiny", "--models-dir", str(root / "models")]) == 0
+    assert main(["maintain", "ship", str(run), "--data", str(contest_csv), "--name", "tiny", "--models-dir", str(root / "models")]) == 0
     return root / "models"
 
 
@@ -90,7 +90,7 @@ def test_train_prints_the_size_that_the_card_states(shipped):
 
 def test_ship_never_overwrites_without_force(shipped, contest_csv, capsys):
     before = (shipped / "tiny.onnx").read_bytes()
-    assert main(["ship", str(shipped.parent / "run"), "--data", str(contest_csv), "--name", "tiny",
+    assert main(["maintain", "ship", str(shipped.parent / "run"), "--data", str(contest_csv), "--name", "tiny",
                  "--models-dir", str(shipped)]) == 2
     assert "exist" in capsys.readouterr().err
     assert (shipped / "tiny.onnx").read_bytes() == before
@@ -216,7 +216,7 @@ def test_ship_edge_ships_the_chosen_pruned_model_in_its_quantized_formats(shippe
 
     data = load_fer2013(contest_csv, progress=False)
     run = RunDir(tmp_path / "run")
-    assert main(["ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(tmp_path / "models")]) == 2
+    assert main(["maintain", "ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(tmp_path / "models")]) == 2
     assert "chose no structured variant" in capsys.readouterr().err
     dense = load_predictor(shipped / "tiny.keras").model
     pruned, _ = prune_channels(dense, 0.5, min_channels=4, multiple_of=4)
@@ -231,7 +231,7 @@ def test_ship_edge_ships_the_chosen_pruned_model_in_its_quantized_formats(shippe
         "variant,parameters,mflops,gzipped_kb,PublicTest_accuracy,PrivateTest_accuracy,onnx_latency_b1_ms\n"
         f"dense,{dense.count_params()},1.0,10.0,0.2,0.2,0.5\nchannels_0.5,{pruned.count_params()},0.5,5.0,0.2,0.2,0.3\n")
     models = tmp_path / "models"
-    assert main(["ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge",
+    assert main(["maintain", "ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge",
                  "--iterations", "5"]) == 0
     card = json.loads((models / "edge.card.json").read_text())
     assert {f["path"] for f in card["files"].values()} == {"edge.keras", "edge.onnx", "edge_int8.onnx", "edge_int8.tflite"}
@@ -247,7 +247,7 @@ def test_ship_edge_ships_the_chosen_pruned_model_in_its_quantized_formats(shippe
     assert card["edge_format"] == fastest_within
     assert [row["variant"] for row in card["pruning_table"]] == ["dense", "channels_0.5"]
     assert "edge_int8" in (models / "edge.card.md").read_text()
-    assert main(["ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge"]) == 2
+    assert main(["maintain", "ship-edge", str(run.root), "--data", str(contest_csv), "--models-dir", str(models), "--name", "edge"]) == 2
     assert "--force" in capsys.readouterr().err
 
 
@@ -258,7 +258,7 @@ def test_ship_int8_adds_measured_int8_files_and_changes_nothing_else(shipped, co
     models = tmp_path / "models"
     shutil.copytree(shipped, models)
     before = json.loads((models / "tiny.card.json").read_text())
-    command = ["ship-int8", "tiny", "--data", str(contest_csv), "--models-dir", str(models), "--calibration-size", "7"]
+    command = ["maintain", "ship-int8", "tiny", "--data", str(contest_csv), "--models-dir", str(models), "--calibration-size", "7"]
     assert main(command) == 0
     card = json.loads((models / "tiny.card.json").read_text())
     assert {f["path"] for f in card["files"].values()} == {"tiny.keras", "tiny.onnx", "tiny_int8.tflite", "tiny_int8.onnx"}
@@ -276,7 +276,7 @@ def test_ship_int8_adds_measured_int8_files_and_changes_nothing_else(shipped, co
     assert main(command) == 2 and "--force" in capsys.readouterr().err
     other = tmp_path / "other.csv"
     write_contest_csv(other, random_faces(42, seed=6), [i % 7 for i in range(42)], [SPLITS[i // 14] for i in range(42)])
-    assert main(["ship-int8", "tiny", "--data", str(other), "--models-dir", str(models), "--force"]) == 2
+    assert main(["maintain", "ship-int8", "tiny", "--data", str(other), "--models-dir", str(models), "--force"]) == 2
     assert "is not the data tiny was measured on" in capsys.readouterr().err
     (models / "tiny.onnx").write_bytes((models / "tiny.onnx").read_bytes() + b"\0")
     assert main([*command, "--force"]) == 2

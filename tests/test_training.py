@@ -16,7 +16,8 @@ import tf_keras as keras
 from conftest import random_faces
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import model_input
-from lightfer_utils.training.pipeline import Augmentation, augment_batch, training_dataset
+from lightfer_utils.training.config import Augmentation
+from lightfer_utils.training.pipeline import augment_batch, training_dataset
 from lightfer_utils.training.trainingdir import TrainingDir
 from lightfer_utils.training.config import TrainConfig, load_config
 from lightfer_utils.training.precision import bfloat16_support

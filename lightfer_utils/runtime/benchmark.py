@@ -345,12 +345,62 @@ def face_recall(stage_for: Callable[[int], object], min_faces: Sequence[int], fr
     return rows
 
 
+def findable_faces(candidates: Sequence[np.ndarray], stage, side: int = 200) -> List[Tuple[np.ndarray, float]]:
+    """The candidate faces `stage` finds when each is pasted alone at `side` px on a gray canvas,
+    with how it frames them (its box side / the face's side): the pool of labelled_face_frames."""
+    import cv2
+
+    pool = []
+    for face in candidates:
+        canvas = np.full((3 * side, 3 * side), 128, np.uint8)
+        canvas[side:2 * side, side:2 * side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+        stage.reset()
+        found = stage(canvas)
+        if found:
+            pool.append((face, (found[0].box[2] - found[0].box[0]) / side))
+    return pool
+
+
+def face_recall_table(stage_for: Callable[[int], object], min_faces: Sequence[int], pool: List[Tuple[np.ndarray, float]],
+                      frames: int = 24):
+    """`lightfer bench faces`: recall per face size, false detections and ms per frame for each
+    min-face setting on `frames` 1280x960 frames of pasted faces, and on one 12 MP photo with 9
+    faces of 135 px."""
+    import pandas as pd
+
+    pictures, truths = labelled_face_frames(pool, count=frames)
+    table = pd.DataFrame(face_recall(stage_for, min_faces, pictures, truths)).set_index("min_face")
+    photo, photo_truth = labelled_face_frames(pool, count=1, size=(4032, 3024), per_frame=9, sizes=(135,), seed=1)
+    twelve = pd.DataFrame(face_recall(stage_for, min_faces, photo, photo_truth)).set_index("min_face")
+    table["ms_per_12mp_photo"] = twelve["ms_per_frame"]
+    table["recall_12mp_135px"] = twelve["recall_135px"]
+    return table
+
+
+def pipeline_factories(predictor, min_faces: Sequence[int], workers: int, peer: Tuple[str, Callable[[], object]] = None
+                       ) -> Dict[str, Callable[[], Callable[[np.ndarray], list]]]:
+    """One factory per pipeline of `lightfer bench pipeline`: ours at each min-face (each worker
+    with its own face stage and predictor session) and, when given, the peer's (name, factory)."""
+    from lightfer_utils.runtime.faces import FaceStage, classify_faces
+
+    def ours(min_face: int) -> Callable[[], Callable[[np.ndarray], list]]:
+        def make() -> Callable[[np.ndarray], list]:
+            stage, own = FaceStage(min_face=min_face), predictor.for_worker(workers)
+            return lambda frame: classify_faces(stage, own, frame)
+        return make
+
+    factories = {"lightfer --min-face {}".format(m): ours(m) for m in min_faces}
+    if peer is not None:
+        factories[peer[0]] = peer[1]
+    return factories
+
+
 PAPER_MODEL_FORMATS = ("keras_fp32", "onnx_fp32", "onnx_fp16", "tflite_fp16", "onnx_int8", "tflite_int8")
 
 
 def paper_model_tables(run, name: str, include_keras: bool, faces: np.ndarray, frames: np.ndarray, stage,
                        iterations: int, pipeline_iterations: int):
-    """06: the shipped paper model (`lightfer ship-paper`) in each of its formats, classifier alone
+    """06: the shipped paper model (`lightfer maintain ship-paper`) in each of its formats, classifier alone
     at batch 1 and end to end, written to the run (RunDir.PAPER_MODEL_BENCHMARK, _PIPELINE) for
     Tables 3-4; or why it was not measured. Formats this host cannot run are rows with a reason."""
     from lightfer_utils.runtime import shipped_models

@@ -1,5 +1,5 @@
 """The model zoo: every model this package trained and shipped, found and loaded by name, in the
-way timm's `create_model` works. A model is its card (`NAME.card.json`, written by `lightfer ship`
+way timm's `create_model` works. A model is its card (`NAME.card.json`, written by `lightfer maintain ship`
 or `ship-edge`, which measured it) and the files the card lists with their sha256; they live in
 the repository's `models/` folder, installed as the package `lightfer_models` (the wheel carries
 the ONNX/TFLite files and cards, not the Keras files or training state).

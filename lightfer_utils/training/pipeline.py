@@ -8,40 +8,13 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 import tensorflow as tf
 
 from lightfer_utils import IMAGE_SIZE, NUM_CLASSES
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    flip: bool = True
-    max_shift: float = 0.1  # fraction of the image side
-    max_rotation_deg: float = 10.0
-    max_zoom: float = 0.1  # scale in [1 - z, 1 + z]
-    max_brightness: float = 0.15  # fraction of 255
-    max_contrast: float = 0.2  # factor in [1 - c, 1 + c]
-    erase_probability: float = 0.0  # random erasing (Zhong et al. 2020): share of faces with a noise patch
-    erase_max_area: float = 0.25  # largest patch, as a fraction of the face (smallest: 0.02)
-    mixup_alpha: float = 0.0  # mixup (Zhang et al. 2018): > 0 blends each face and its target with another's, weight ~ Beta(a, a)
-
-    def as_dict(self) -> dict[str, float | bool]:
-        return asdict(self)
-
-    def changed(self, changes: dict[str, object]) -> Augmentation:
-        """These settings with `changes` (user input: names and types are checked)."""
-        settings = self.as_dict()
-        for name, value in changes.items():
-            if name not in settings:
-                raise ValueError(f"no augmentation setting {name!r} (settings: {', '.join(settings)})")
-            wanted = bool if isinstance(settings[name], bool) else (int, float)
-            if not isinstance(value, wanted) or (wanted != bool and isinstance(value, bool)) or value < 0:
-                raise ValueError(f"augmentation setting {name!r} must be {'true or false' if wanted == bool else 'a number >= 0'}, got {value!r}")
-        return Augmentation(**{**settings, **changes})
+from lightfer_utils.training.config import Augmentation
 
 
 def augment_batch(images: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor:

@@ -11,11 +11,9 @@ from typing import Iterator
 import tensorflow as tf
 import tf_keras as keras
 
-from lightfer_utils.training.config import TrainConfig
+from lightfer_utils.training.config import PRECISIONS, TrainConfig
 from lightfer_utils.training.trainingdir import TrainingDir
 
-
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @contextlib.contextmanager
@@ -33,8 +31,9 @@ def precision_policy(name: str) -> Iterator[None]:
 
 def bfloat16_support() -> str:
     """How this machine's TensorFlow trains a bfloat16 convolution: "native" (a GPU, or a CPU with
-    avx512_bf16 or amx_bf16 that ONEDNN_MAX_CPU_ISA does not cap), "emulated" (other AVX-512 CPUs:
-    slower than float32, docs/measurements.md) or "none" (AVX2-only CPUs: oneDNN has no such kernel)."""
+    avx512_bf16 or amx_bf16 that ONEDNN_MAX_CPU_ISA does not cap), "emulated" (other CPUs on which
+    the op still runs: slower than float32, docs/measurements.md) or "none" (the op fails: seen on an
+    AVX-512 host capped to AVX2; an AVX2-only AMD Zen 3 host emulates it)."""
     try:
         with precision_policy("mixed_bfloat16"):
             layer = keras.layers.Conv2D(4, 3)
@@ -69,11 +68,12 @@ def session_precision(config: TrainConfig, record: TrainingDir, requested: str |
         return wanted
     if resumed and not requested:
         print(f"note: {record.root} trained in mixed_bfloat16 so far; this CPU has no native bfloat16 "
-              f"({'emulated: 3x slower' if support == 'emulated' else 'no oneDNN kernel'}), so it continues in float32")
+              f"({'emulated: slower than float32' if support == 'emulated' else 'no kernel'}), so it continues in float32")
         return "float32"
     if support == "none":
         raise ValueError("precision mixed_bfloat16: TensorFlow cannot train bfloat16 convolutions on this machine "
                          "(oneDNN has no such kernel for CPUs without AVX-512); train in float32, or on an AVX-512 "
                          "CPU or a GPU")
-    print("note: this CPU emulates bfloat16: mixed_bfloat16 trains about 3x slower here than float32")
+    print("note: this CPU emulates bfloat16: mixed_bfloat16 trains slower here than float32 (3x on an AVX-512 host "
+          "without avx512_bf16; `lightfer bench training RUN` measures it here)")
     return wanted

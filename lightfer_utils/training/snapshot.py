@@ -1,5 +1,5 @@
 """A live run's fallback in its record: the weights of its latest checkpoint in float16, without
-optimizer state (`lightfer snapshot`), and reading them back into a model."""
+optimizer state (`lightfer maintain snapshot`), and reading them back into a model."""
 
 from __future__ import annotations
 

@@ -32,8 +32,8 @@ from lightfer_utils.runtime.predictor import keras_predictor, model_input
 from lightfer_utils.training.evaluate import count_flops, count_parameters
 from lightfer_utils.training.models import build_model
 from lightfer_utils.runtime.provenance import cpu_model
-from lightfer_utils.training.pipeline import Augmentation, evaluation_dataset, steps_per_epoch, training_dataset
-from lightfer_utils.training.config import TrainConfig, load_config, project_path
+from lightfer_utils.training.pipeline import evaluation_dataset, steps_per_epoch, training_dataset
+from lightfer_utils.training.config import Augmentation, TrainConfig, load_config, project_path
 from lightfer_utils.training.precision import precision_policy, session_precision
 from lightfer_utils.training.snapshot import read_snapshot
 from lightfer_utils.training.trainingdir import TrainingDir, make_live

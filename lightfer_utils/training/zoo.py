@@ -14,7 +14,8 @@ from lightfer_utils.runtime.rundir import RunDir
 from lightfer_utils.training.evaluate import Evaluation, count_flops, count_parameters, evaluate, flip_tta
 from lightfer_utils.runtime.predictor import keras_predictor
 from lightfer_utils.training.models import build_model
-from lightfer_utils.training.pipeline import Augmentation, steps_per_epoch
+from lightfer_utils.training.config import Augmentation
+from lightfer_utils.training.pipeline import steps_per_epoch
 from lightfer_utils.training.config import TrainConfig, load_config
 from lightfer_utils.training.train import load_best, seconds_per_step, train
 from lightfer_utils.training.trainingdir import TrainingDir
@@ -190,7 +191,7 @@ PAPER_MODEL_FORMAT = "onnx_fp16"  # the paper's precision, in the format ONNX Ru
 
 def paper_model_table(name: str, data: FerData) -> pd.DataFrame | str:
     """02: the shipped paper model (the paper's Xception, trained and compressed by this package:
-    `lightfer ship-paper`) measured from its FP16 file on this run's Training and PrivateTest, as
+    `lightfer maintain ship-paper`) measured from its FP16 file on this run's Training and PrivateTest, as
     Table 2 reports models; or why it was not measured (none named, not shipped, files missing)."""
     from lightfer_utils.runtime import shipped_models
     from lightfer_utils.runtime.errors import ModelLoadError
