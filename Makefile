@@ -36,6 +36,7 @@ test-fast:
 # compression steps fine-tune; under an hour on 2 cores: docs/measurements.md), published into figures/.
 REPRODUCE_RUN := papermill_runs/reproduce-$(shell date +%Y%m%d-%H%M%S)
 reproduce:
+	$(BIN)/lightfer maintain materialize --all
 	$(BIN)/lightfer run --profile reproduce $(DATA_ARG) --out $(REPRODUCE_RUN)
 	$(BIN)/lightfer maintain publish $(REPRODUCE_RUN) --force
 

@@ -199,3 +199,19 @@ def test_models_that_ask_for_gigabytes_or_hang_are_refused_before_they_do(tmp_pa
     with pytest.raises(ModelLoadError, match="a test call on 2 faces took over 0.2 s"):
         predictor_module._within(0.2, lambda: __import__("time").sleep(5), "a test call on 2 faces took over 0.2 s")
     assert predictor_module._within(5, lambda: json.loads("[1]"), "never") == [1]
+
+
+def test_a_large_batch_reaches_the_runtime_in_chunks(monkeypatch):
+    """TFLite and ONNX Runtime allocate activations for the whole batch: a split goes in CHUNK faces
+    at a time, and the answers come back in order."""
+    from lightfer_utils.runtime import predictor as predictors
+    from lightfer_utils.runtime.shipped_models import model_file
+
+    model = load_predictor(model_file("mini_xception"))
+    seen = []
+    original = model._predict
+    monkeypatch.setattr(model, "_predict", lambda faces: seen.append(len(faces)) or original(faces))
+    faces = np.random.default_rng(0).integers(0, 256, (2 * predictors.CHUNK + 5, 48, 48)).astype(np.float32)
+    whole = model(faces)
+    assert seen == [predictors.CHUNK, predictors.CHUNK, 5]
+    assert np.allclose(whole[-5:], original(faces[-5:, ..., None]), atol=1e-5)

@@ -5,14 +5,17 @@ section is the recipe. A tiny model stands in for the 20.8 M-parameter Xception.
 from __future__ import annotations
 
 import json
+import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lightfer_utils.data import FerData
+from lightfer_utils.runtime import benchmark
 from lightfer_utils.runtime.tensorrt_runtime import tensorrt_8_2_problems
-from lightfer_utils.training.paper_model import PAPER_SUFFIXES, Compression, ship_paper_model
+from lightfer_utils.training.paper_model import PAPER_DERIVED, PAPER_SUFFIXES, Compression, ship_paper_model
 from lightfer_utils.training.config import TrainConfig
 from lightfer_utils.training.train import train
 from test_training import tiny_split
@@ -58,6 +61,10 @@ def test_the_paper_model_is_pruned_once_exported_measured_and_carded(shipped, ca
     assert card["compression"]["sparsity"] == 0.5 and card["compression"]["epochs"] == 2
     assert tensorrt_8_2_problems(tmp_path / "models" / "paper_tiny.onnx") == []
     assert json.loads((tmp_path / "models" / "paper_tiny.card.json").read_text()) == card
+    assert {fmt for fmt, entry in card["files"].items() if "derived_from" in entry} == set(PAPER_DERIVED)
+    assert set(PAPER_SUFFIXES) == set(benchmark.PAPER_MODEL_FORMATS)  # 06 times every shipped format
+    with zipfile.ZipFile(tmp_path / "models" / "paper_tiny.keras") as keras_file:  # deflated: pruned zeros cost little
+        assert {item.compress_type for item in keras_file.infolist()} == {zipfile.ZIP_DEFLATED}
     assert "R over weights" in (tmp_path / "models" / "paper_tiny.card.md").read_text()
     # shipping again reuses the pruned model; other settings in the same work directory are refused
     with pytest.raises(FileExistsError, match="exist; pass overwrite=True"):
@@ -126,3 +133,38 @@ def test_06_times_each_format_of_the_paper_model_and_07_builds_tables_2_to_4_fro
     assert t4.loc[("TensorRT", "FP16"), "status"].startswith("not run on this host")
     assert t4.loc[("TensorRT", "FP16"), "paper_fps"] == 5.51
     assert json.loads(run.benchmark_host.read_text())["logical_cores"] >= 1
+
+
+def test_derived_files_are_made_again_checked_and_refused_when_changed(zoo_of, capsys):
+    """The ONNX files are too large to commit: `lightfer maintain materialize` makes them from the
+    committed Keras file, checks them against it and records their sha256, which every load checks."""
+    from lightfer_utils.cli import main
+    from lightfer_utils.runtime import shipped_models
+    from lightfer_utils.runtime.errors import ModelLoadError
+
+    models = zoo_of[0] / "models"
+    for fmt in PAPER_DERIVED:
+        (models / f"paper_tiny{PAPER_SUFFIXES[fmt]}").unlink()
+    with pytest.raises(ModelLoadError, match="not made yet: `lightfer maintain materialize paper_tiny`"):
+        shipped_models.model_file("paper_tiny", "onnx_fp32")
+    assert main(["maintain", "materialize", "paper_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "paper_tiny onnx_fp32:" in out and "paper_tiny onnx_fp16:" in out
+    made = shipped_models.model_file("paper_tiny", "onnx_fp16")
+    record = shipped_models.derived_record("paper_tiny")
+    assert record["onnx_fp32"]["max_abs_dp"] <= 1e-4 and record["onnx_fp16"]["checked_against"] == "paper_tiny.onnx"
+    assert main(["maintain", "materialize", "--all"]) == 0
+    assert capsys.readouterr().out == "paper_tiny: its derived files are here and unchanged\n"
+    made.write_bytes(made.read_bytes() + b"\0")
+    with pytest.raises(ModelLoadError, match="differs from the one in paper_tiny.derived.json"):
+        shipped_models.model_file("paper_tiny", "onnx_fp16")
+    assert main(["maintain", "materialize", "paper_tiny"]) == 0
+    assert shipped_models.model_file("paper_tiny", "onnx_fp16") == made
+
+
+def test_the_paper_models_derived_files_are_kept_out_of_git():
+    root = Path(__file__).resolve().parent.parent
+    names = [f"models/light_fer_xception{PAPER_SUFFIXES[fmt]}" for fmt in PAPER_DERIVED]
+    names.append("models/light_fer_xception.derived.json")
+    ignored = subprocess.run(["git", "check-ignore", *names], cwd=root, capture_output=True, text=True).stdout.split()
+    assert ignored == names

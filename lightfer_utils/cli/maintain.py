@@ -75,6 +75,26 @@ def _snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _materialize(args: argparse.Namespace) -> int:
+    from lightfer_utils.runtime import shipped_models
+    from lightfer_utils.training.derived import derived_formats, materialize
+
+    if not args.names and not args.all:
+        raise ValueError("name the shipped models whose derived files to make, or pass --all")
+    names = [n for n in shipped_models.names() if derived_formats(shipped_models.card(n))] if args.all else args.names
+    if not names:
+        print("no shipped model has derived files")
+    for name in names:
+        made = materialize(name, force=args.force)
+        if not made:
+            print(f"{name}: its derived files are here and unchanged")
+        for fmt, entry in made.items():
+            print(f"{name} {fmt}: {entry['bytes'] / 2**20:.1f} MiB, {entry['how']}; against {entry['checked_against']} on "
+                  f"{entry['check_faces']} seeded faces: max |dp| {entry['max_abs_dp']:.1e}, argmax agreement "
+                  f"{entry['argmax_agreement'] * 100:.2f} %")
+    return 0
+
+
 def _runs(args: argparse.Namespace) -> int:
     from lightfer_utils.training.runs import config_differences, summarize
 
@@ -183,6 +203,15 @@ def _add(commands: argparse._SubParsersAction, listed: bool) -> None:
                    ("lightfer maintain snapshot models/xception/training",), _snapshot, tensorflow=True, listed=listed)
     snap.add_argument("run_dir", help="a training directory (the record of a --live run, or a plain one)")
 
+    if listed:  # new in the maintain group: no old name to keep
+        made = command(commands, "materialize", "make a shipped model's derived files (too large to commit) from its "
+                       "committed ones, each checked against its source",
+                       ("lightfer maintain materialize light_fer_xception", "lightfer maintain materialize --all"),
+                       _materialize, tensorflow=True)
+        made.add_argument("names", nargs="*", metavar="name", help="shipped models (see `lightfer models`)")
+        made.add_argument("--all", action="store_true", help="every shipped model that has derived files")
+        made.add_argument("--force", action="store_true", help="make them again even when they are there and unchanged")
+
     runs = command(commands, "runs", "training runs side by side from their files: epochs, best PublicTest, best by "
                    "given epochs, seconds per epoch, the settings that differ",
                    ("lightfer maintain runs models/light_fer_net_deep/training models/light_fer_net_v5/training",
@@ -212,7 +241,8 @@ def _add(commands: argparse._SubParsersAction, listed: bool) -> None:
     publish.add_argument("--force", action="store_true", help="replace what the folder holds")
 
 
-MAINTAIN_COMMANDS = ("ship", "ship-edge", "ship-paper", "ship-int8", "snapshot", "runs", "rebuild", "publish")
+MAINTAIN_COMMANDS = ("ship", "ship-edge", "ship-paper", "ship-int8", "materialize", "snapshot", "runs", "rebuild",
+                     "publish")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -228,6 +258,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def note_old_name(args: argparse.Namespace) -> None:
     """The old top-level names still work for this release; say the new one."""
-    if args.command in MAINTAIN_COMMANDS:
+    if args.command in MAINTAIN_COMMANDS and args.command != "materialize":
         print(f"lightfer: note: `lightfer {args.command}` is now `lightfer maintain {args.command}`; the old name "
               "goes in the next release", file=sys.stderr)

@@ -395,7 +395,7 @@ def pipeline_factories(predictor, min_faces: Sequence[int], workers: int, peer: 
     return factories
 
 
-PAPER_MODEL_FORMATS = ("keras_fp32", "onnx_fp32", "onnx_fp16", "tflite_fp16", "onnx_int8", "tflite_int8")
+PAPER_MODEL_FORMATS = ("keras_fp32", "onnx_fp32", "onnx_fp16", "tflite_fp16", "tflite_int8")  # training.paper_model.PAPER_SUFFIXES
 
 
 def paper_model_tables(run, name: str, include_keras: bool, faces: np.ndarray, frames: np.ndarray, stage,

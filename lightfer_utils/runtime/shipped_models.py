@@ -8,6 +8,10 @@ the ONNX/TFLite files and cards, not the Keras files or training state).
     load("light_fer_net_deep_edge")               # an edge model's chosen format (TFLite INT8)
     load("light_fer_net_deep_edge:onnx_int8")     # a named format of its card
 
+A card may list *derived* formats: files too large to commit that are made from a committed one
+(`derived_from`) by `lightfer maintain materialize NAME`, which checks each against its source and
+records its sha256 in `NAME.derived.json` beside the card (git-ignored, like the files).
+
 No syntax newer than Python 3.6: the runtime imports this module.
 """
 
@@ -21,6 +25,7 @@ from lightfer_utils.runtime.provenance import file_sha256
 # The shipped model with the best PublicTest accuracy (tests/test_shipping.py checks this against the cards).
 DEFAULT_MODEL = "light_fer_net_deep"
 CARD_SUFFIX = ".card.json"
+DERIVED_SUFFIX = ".derived.json"  # what materialize made here: format -> sha256, bytes, parity
 
 
 class UnknownModel(ModelLoadError):
@@ -47,10 +52,24 @@ def card(name: str) -> Dict[str, Any]:
         raise ModelLoadError("{}: not a model card (not JSON: {})".format(path, err)) from None
     files = model_card.get("files") if isinstance(model_card, dict) else None
     if not isinstance(files, dict) or not files or not all(
-            isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
-            and Path(entry["path"]).name == entry["path"] for entry in files.values()):
-        raise ModelLoadError("{}: not a model card (it needs 'files': format -> {{path in its folder, sha256}})".format(path))
+            isinstance(entry, dict) and isinstance(entry.get("path"), str) and Path(entry["path"]).name == entry["path"]
+            and (isinstance(entry.get("sha256"), str) or entry.get("derived_from") in files) for entry in files.values()):
+        raise ModelLoadError("{}: not a model card (it needs 'files': format -> {{path in its folder, sha256 or "
+                             "derived_from another format}})".format(path))
     return model_card
+
+
+def derived_record(name: str) -> Dict[str, Any]:
+    """What `lightfer maintain materialize` made here for `name` (empty before it ran)."""
+    path = models_dir() / (name + DERIVED_SUFFIX)
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict):
+        raise ModelLoadError("{}: not a record of derived files (remove it and run `lightfer maintain materialize "
+                             "{}`)".format(path, name))
+    return record
 
 
 def default_format(model_card: Dict[str, Any]) -> str:
@@ -76,12 +95,18 @@ def model_file(name: str, fmt: Optional[str] = None) -> Path:
     if entry is None:
         raise ModelLoadError("{} has no format {!r}; its formats: {}".format(name, fmt, ", ".join(model_card["files"])))
     path = models_dir() / entry["path"]
+    derived = entry.get("derived_from")
+    if derived and not path.is_file():
+        raise ModelLoadError("{}: derived from {} and not made yet: `lightfer maintain materialize {}` makes it (needs "
+                             "the train extra)".format(path, derived, name))
     if not path.is_file():
         raise ModelLoadError("{}: not part of this install (the wheel carries ONNX and TFLite files; Keras files and "
                              "training state are in the repository)".format(path))
-    if file_sha256(path) != entry["sha256"]:
-        raise ModelLoadError("{}: its sha256 differs from the one in {}{} (changed or damaged)".format(
-            path, name, CARD_SUFFIX))
+    expected = derived_record(name).get(fmt, {}).get("sha256") if derived else entry["sha256"]
+    if file_sha256(path) != expected:
+        source = name + (DERIVED_SUFFIX if derived else CARD_SUFFIX)
+        raise ModelLoadError("{}: its sha256 differs from the one in {} (changed or damaged{})".format(
+            path, source, "; make it again: `lightfer maintain materialize {} --force`".format(name) if derived else ""))
     return path
 
 
