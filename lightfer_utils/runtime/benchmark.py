@@ -377,19 +377,20 @@ def face_recall_table(stage_for: Callable[[int], object], min_faces: Sequence[in
     return table
 
 
-def pipeline_factories(predictor, min_faces: Sequence[int], workers: int, peer: Tuple[str, Callable[[], object]] = None
-                       ) -> Dict[str, Callable[[], Callable[[np.ndarray], list]]]:
-    """One factory per pipeline of `lightfer bench pipeline`: ours at each min-face (each worker
-    with its own face stage and predictor session) and, when given, the peer's (name, factory)."""
+def pipeline_factories(predictor, min_faces: Sequence[int], workers: int, peer: Tuple[str, Callable[[], object]] = None,
+                       detectors: Sequence[str] = ("hog",)) -> Dict[str, Callable[[], Callable[[np.ndarray], list]]]:
+    """One factory per pipeline of `lightfer bench pipeline`: ours for each detector at each min-face
+    (each worker with its own face stage and predictor session) and, when given, the peer's (name,
+    factory)."""
     from lightfer_utils.runtime.faces import FaceStage, classify_faces
 
-    def ours(min_face: int) -> Callable[[], Callable[[np.ndarray], list]]:
+    def ours(detector: str, min_face: int) -> Callable[[], Callable[[np.ndarray], list]]:
         def make() -> Callable[[np.ndarray], list]:
-            stage, own = FaceStage(min_face=min_face), predictor.for_worker(workers)
+            stage, own = FaceStage(min_face=min_face, detector=detector), predictor.for_worker(workers)
             return lambda frame: classify_faces(stage, own, frame)
         return make
 
-    factories = {"lightfer --min-face {}".format(m): ours(m) for m in min_faces}
+    factories = {"lightfer {} --min-face {}".format(d, m): ours(d, m) for d in detectors for m in min_faces}
     if peer is not None:
         factories[peer[0]] = peer[1]
     return factories

@@ -22,8 +22,9 @@ from lightfer_utils.runtime.faces import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, VI
                                   crop_as_face, read_image, video_frame_count, video_frames)
 from lightfer_utils.runtime.predictor import Predictor
 
-COLUMNS = ["file", "frame", "face", "left", "top", "right", "bottom", *("p_" + c for c in CLASS_NAMES), "emotion",
-           "probability"]
+# the box as corners and as x, y, w, h (the peers' convention); score: the face detector's
+COLUMNS = ["file", "frame", "face", "left", "top", "right", "bottom", "x", "y", "w", "h", "score",
+           *("p_" + c for c in CLASS_NAMES), "emotion", "probability"]
 PathLike = Union[str, Path]
 
 
@@ -211,7 +212,9 @@ class ResultWriter:
 def _row(file: Path, frame: int, index: int, face, probabilities: np.ndarray) -> dict:
     best = int(np.argmax(probabilities))
     row = {"file": path_text(file), "frame": frame, "face": index}
-    row.update(zip(("left", "top", "right", "bottom"), face.box))
+    left, top, right, bottom = face.box
+    row.update(left=left, top=top, right=right, bottom=bottom, x=left, y=top, w=right - left, h=bottom - top,
+               score=round(float(face.score), 4))
     row.update({"p_" + c: round(float(p), 4) for c, p in zip(CLASS_NAMES, probabilities)})
     row.update(emotion=CLASS_NAMES[best], probability=round(float(probabilities[best]), 4))
     return row
