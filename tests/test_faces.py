@@ -186,7 +186,27 @@ def test_video_every_nth_frame(tmp_path, astronaut_rgb, models, stage):
                         annotate_dir=tmp_path / "annotated")
     astronaut = [r["frame"] for r in run.rows if near((r["left"], r["top"], r["right"], r["bottom"]), ASTRONAUT_BOX)]
     assert astronaut == [0, 3, 6, 9]  # (MJPG artefacts also make dlib see a face in the mission patch)
-    assert (tmp_path / "annotated" / "clip_annotated.mp4").stat().st_size > 0
+    annotated = cv2.VideoCapture(str(tmp_path / "annotated" / "clip_annotated.mp4"))
+    assert annotated.get(cv2.CAP_PROP_FPS) == pytest.approx(10 / 3, abs=0.01)  # the source's rate over the frames kept
+    ok, frame = annotated.read()
+    annotated.release()
+    assert ok and np.abs(frame[..., 0].astype(int) - frame[..., 2]).mean() > 5  # colour kept
+
+
+def test_annotated_copies_keep_colour_and_none_is_made_without_a_face(tmp_path, astronaut_rgb, models, capsys):
+    Image.fromarray(astronaut_rgb).save(tmp_path / "astronaut.png")
+    Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(tmp_path / "wall.png")
+    video = tmp_path / "empty.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for _ in range(3):
+        writer.write(np.full((64, 64, 3), 90, np.uint8))
+    writer.release()
+    out = tmp_path / "annotated"
+    assert main(["predict", str(tmp_path), "--model", str(models["onnx"]), "--annotate", str(out)]) == 0
+    (written,) = [p for p in out.rglob("*") if p.is_file()]
+    assert written.name == "astronaut_annotated.png"
+    copy = cv2.imread(str(written))
+    assert copy.shape == astronaut_rgb.shape and np.abs(copy[..., 0].astype(int) - copy[..., 2]).mean() > 20
 
 
 def test_predict_command(tmp_path, astronaut_rgb, models, capsys):
@@ -329,3 +349,11 @@ def test_predict_with_blazeface_writes_scores_and_boxes_both_ways(tmp_path, astr
     capsys.readouterr()
     assert main(["predict", str(image), "--model", str(models["onnx"]), "--detector", "blazeface", "--min-score", "0.99"]) == 0
     assert "no faces found" in capsys.readouterr().out
+
+
+def test_blazeface_sees_colour(astronaut_rgb):
+    """BlazeFace was trained on colour photos: given the colour image it is surer of the face than
+    given its gray copy."""
+    stage = FaceStage(detector="blazeface")
+    (in_colour,), (in_gray,) = stage(astronaut_rgb), stage(cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY))
+    assert in_colour.score > in_gray.score and same_face(in_colour.box, in_gray.box)

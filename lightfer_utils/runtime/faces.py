@@ -70,9 +70,10 @@ class StageTimes:
         return result
 
 
-def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Any image file as 8-bit gray [H, W]: RGB(A), palette, 16-bit and gray images; EXIF
-    rotation applied. The file is only read; an image over `max_pixels` is refused before decoding."""
+def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, color: bool = False) -> np.ndarray:
+    """Any image file as 8-bit gray [H, W] (RGB(A), palette, 16-bit and gray images), or with
+    `color` as RGB [H, W, 3] when it has colour; EXIF rotation applied. The file is only read; an
+    image over `max_pixels` is refused before decoding."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     source = Path(path)
@@ -93,7 +94,7 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
                         source, image.width, image.height, max_pixels))
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                return to_gray(image)
+                return to_rgb(image) if color and image.mode not in GRAY_MODES else to_gray(image)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as err:  # Pillow refused the header: over twice our limit
@@ -106,6 +107,32 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
         raise ImageReadError(f"{source}: damaged or truncated image ({err})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
+
+
+GRAY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
+
+
+def to_rgb(image) -> np.ndarray:
+    """A Pillow colour image as uint8 RGB; transparent pixels become white."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        background.alpha_composite(image)
+        image = background
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def gray_of(image: np.ndarray) -> np.ndarray:
+    """A gray [H, W] or RGB [H, W, 3] uint8 image as gray."""
+    import cv2
+
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    if image.ndim != 2:
+        raise ValueError(f"expected a gray [H, W] or RGB [H, W, 3] image, got shape {image.shape}")
+    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 def to_gray(image) -> np.ndarray:
@@ -187,14 +214,15 @@ class FaceStage:
         self._previous = []  # type: List[Tuple[float, float, float, float]]
         self._since_full = 0
 
-    def __call__(self, gray: np.ndarray) -> List[Face]:
-        gray = np.ascontiguousarray(gray, dtype=np.uint8)
-        if gray.ndim != 2:
-            raise ValueError(f"expected a gray image [H, W], got shape {gray.shape}")
+    def __call__(self, image: np.ndarray) -> List[Face]:
+        """The faces of a gray [H, W] or RGB [H, W, 3] image (BlazeFace sees the colours; the eyes
+        and the crops are found in gray)."""
         start = time.perf_counter()
-        found = self._track(gray) if self.full_detect_every and self._previous else None
+        gray = gray_of(image)
+        seen = np.ascontiguousarray(image, dtype=np.uint8) if self.detector_name == "blazeface" else gray
+        found = self._track(seen) if self.full_detect_every and self._previous else None
         if found is None:
-            found = self._detect(gray)
+            found = self._detect(seen)
             self.times.full_detections += 1
             self._since_full = 0
         self._previous = [box for box, _, _ in found]
@@ -225,7 +253,7 @@ class FaceStage:
         """(box, score, keypoints or None) of every face in the whole image."""
         if self.detector_name == "hog":
             return self._hog(gray, 0, 0, DETECTOR_WINDOW / self.min_face)
-        height, width = gray.shape
+        height, width = gray.shape[:2]
         found = self._blaze(self.detector, gray, 0, 0)
         side = TILE_FACES * self.min_face
         while side < max(height, width):  # overlapping tiles for the faces too small for the whole-image pass
@@ -258,7 +286,7 @@ class FaceStage:
         """Each previous face found again in the region around it, or None (time for a full detection)."""
         if self._since_full >= self.full_detect_every:
             return None
-        height, width = gray.shape
+        height, width = gray.shape[:2]
         found = []
         for left, top, right, bottom in self._previous:
             side = max(right - left, bottom - top)
@@ -268,7 +296,7 @@ class FaceStage:
             if self.detector_name == "hog":  # shrink the region so the face spans about 100 px, a little over the window
                 near = self._hog(region, x0, y0, min(1.0, 100.0 / max(side, 1.0)))
             else:
-                near = self._blaze(self.tracker, region, x0, y0) if region.size else []
+                near = self._blaze(self.tracker, np.ascontiguousarray(region), x0, y0) if region.size else []
             centre = ((left + right) / 2, (top + bottom) / 2)
             distance = lambda f: abs((f[0][0] + f[0][2]) / 2 - centre[0]) + abs((f[0][1] + f[0][3]) / 2 - centre[1])  # noqa: E731
             # the same face moves less than its size and keeps about its size between frames; anything
@@ -319,9 +347,10 @@ def suppress_overlaps(found: List[Tuple[Box, float, Optional[np.ndarray]]], over
     return kept
 
 
-def video_frames(path: PathLike, every: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Tuple[int, np.ndarray]]:
-    """(frame index, gray frame) for every `every`-th frame of a video file; frames over
-    `max_pixels` are refused, by the header's size before any is decoded and by each frame's."""
+def video_frames(path: PathLike, every: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 color: bool = False) -> Iterator[Tuple[int, np.ndarray]]:
+    """(frame index, gray frame, or RGB with `color`) for every `every`-th frame of a video file;
+    frames over `max_pixels` are refused, by the header's size before any is decoded and by each frame's."""
     import cv2
 
     if not Path(path).is_file():  # a FIFO or device would block the reader
@@ -343,12 +372,24 @@ def video_frames(path: PathLike, every: int = 1, max_pixels: int = DEFAULT_MAX_P
                 raise ImageReadError("{}: frame {} of {}x{} pixels is over the limit of {:,} (--max-megapixels)".format(
                     path, index, frame.shape[1], frame.shape[0], max_pixels))
             if index % every == 0:
-                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if color else cv2.COLOR_BGR2GRAY)
             index += 1
         if index == 0:
             raise ImageReadError(f"{path}: no readable frames")
     finally:
         capture.release()
+
+
+def video_frame_rate(path: PathLike) -> float:
+    """The video's frames per second as its header says (25 when it says nothing usable)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        rate = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+    return rate if math.isfinite(rate) and 0 < rate <= 1000 else 25.0
 
 
 def video_frame_count(path: PathLike) -> int:
@@ -373,7 +414,7 @@ def crop_as_face(gray: np.ndarray) -> Face:
 
 def classify_faces(stage: FaceStage, predictor, gray: np.ndarray) -> List[Tuple[Face, np.ndarray]]:
     """(face, probabilities) for every face in a gray frame; classify time goes to stage.times."""
-    faces = stage(gray)
+    faces = stage(gray)  # gray or RGB
     if not faces:
         return []
     start = time.perf_counter()

@@ -19,7 +19,8 @@ import numpy as np
 from lightfer_utils import CLASS_NAMES
 from lightfer_utils.runtime.safe_text import csv_cell, path_text, terminal_text
 from lightfer_utils.runtime.faces import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, classify_faces,
-                                  crop_as_face, read_image, video_frame_count, video_frames)
+                                          crop_as_face, gray_of, read_image, video_frame_count, video_frame_rate,
+                                          video_frames)
 from lightfer_utils.runtime.predictor import Predictor
 
 # the box as corners and as x, y, w, h (the peers' convention); score: the face detector's
@@ -220,33 +221,35 @@ def _row(file: Path, frame: int, index: int, face, probabilities: np.ndarray) ->
     return row
 
 
-def annotate(gray: np.ndarray, results: list) -> np.ndarray:
-    """A BGR copy of the frame with each face's box, emotion and probability drawn on it."""
+def annotate(image: np.ndarray, results: list) -> np.ndarray:
+    """A BGR copy of the frame (gray or RGB: its colours kept) with each face's box, emotion and
+    probability drawn on it, lines and labels in proportion to the image."""
     import cv2
 
-    image = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    thickness = max(1, round(max(gray.shape) / 400))
+    drawn = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+    thickness = max(1, round(max(image.shape[:2]) / 400))
     for face, probabilities in results:
         left, top, right, bottom = face.box
         best = int(np.argmax(probabilities))
-        cv2.rectangle(image, (left, top), (right, bottom), (0, 255, 0), thickness)
-        cv2.putText(image, "{} {:.2f}".format(CLASS_NAMES[best], probabilities[best]), (left, max(top - 6, 12)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thickness, (0, 255, 0), thickness)
-    return image
+        cv2.rectangle(drawn, (left, top), (right, bottom), (0, 255, 0), thickness)
+        cv2.putText(drawn, "{} {:.2f}".format(CLASS_NAMES[best], probabilities[best]),
+                    (left, max(top - 4 * thickness, 12 * thickness)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thickness,
+                    (0, 255, 0), thickness)
+    return drawn
 
 
-def _frames(path: Path, every: int, max_pixels: int) -> Iterator[Tuple[int, np.ndarray]]:
+def _frames(path: Path, every: int, max_pixels: int, color: bool) -> Iterator[Tuple[int, np.ndarray]]:
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        yield from video_frames(path, every, max_pixels)
+        yield from video_frames(path, every, max_pixels, color)
     else:
-        yield 0, read_image(path, max_pixels)
+        yield 0, read_image(path, max_pixels, color)
 
 
-def _classify(gray: np.ndarray, predictor: Predictor, stage: FaceStage, crops: bool) -> list:
+def _classify(image: np.ndarray, predictor: Predictor, stage: FaceStage, crops: bool) -> list:
     if crops:
-        face = crop_as_face(gray)
+        face = crop_as_face(gray_of(image))
         return [(face, predictor(face.crop[None].astype(np.float32))[0])]
-    return classify_faces(stage, predictor, gray)
+    return classify_faces(stage, predictor, image)
 
 
 def _predict_input(item: InputFile, predictor: Predictor, stage: FaceStage, every: int, annotate_dir: Optional[Path],
@@ -262,27 +265,30 @@ def _predict_input(item: InputFile, predictor: Predictor, stage: FaceStage, ever
         target.parent.mkdir(parents=True, exist_ok=True)
     rows, writer = [], None  # type: List[dict], Optional[object]
     stage.reset()  # a new image or video: nothing to follow from the previous input
-    frames = _frames(path, every, max_pixels)
+    # colour where it is used: BlazeFace sees it, annotated copies keep it
+    frames = _frames(path, every, max_pixels, color=stage.detector_name == "blazeface" or target is not None)
     if is_video and progress:
         frames = tqdm(frames, total=-(-video_frame_count(path) // every), desc=path.name, unit="frame", leave=False)
     try:
-        for frame, gray in frames:
-            results = _classify(gray, predictor, stage, crops)
+        for frame, image in frames:
+            results = _classify(image, predictor, stage, crops)
             rows += [_row(path, frame, i, face, p) for i, (face, p) in enumerate(results)]
-            if target is None:
+            if target is None or (not is_video and not results):  # no copy of an image without a face
                 continue
-            drawn = annotate(gray, results)
+            drawn = annotate(image, results)
             if not is_video:
                 if not cv2.imwrite(str(target), drawn):
                     raise OSError("could not write {}".format(target))
                 continue
-            if writer is None:
-                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), 25 / every,
-                                         (gray.shape[1], gray.shape[0]))
+            if writer is None:  # the source's own frame rate, over the frames kept
+                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), video_frame_rate(path) / every,
+                                         (image.shape[1], image.shape[0]))
             writer.write(drawn)
     finally:
         if writer is not None:
             writer.release()
+    if writer is not None and not rows:  # a video without any face: no annotated copy either
+        target.unlink()
     return rows
 
 
