@@ -40,7 +40,7 @@ READER_VERSION = 1
 
 DEFAULT_DATA_PATH = PROJECT_ROOT / "data" / "fer2013"
 GET_DATA_HINT = (
-    "Get FER2013 yourself (see README, 'Getting the data'): the Kaggle contest file fer2013.csv "
+    "Get FER2013 yourself (see docs/data.md): the Kaggle contest file fer2013.csv "
     "or the image-folder layout, then pass its path, set LIGHTFER_DATA, or put it at "
     f"{DEFAULT_DATA_PATH}."
 )

@@ -41,7 +41,7 @@ def fer2013_path() -> Path:
     configured = os.environ.get("LIGHTFER_DATA")
     if configured and Path(configured).exists():
         return Path(configured)
-    reason = f"FER2013 not configured (LIGHTFER_DATA={configured!r}); see README 'Getting the data'"
+    reason = f"FER2013 not configured (LIGHTFER_DATA={configured!r}); see docs/data.md"
     if os.environ.get("LIGHTFER_REQUIRE_DATA") == "1":
         pytest.fail(f"LIGHTFER_REQUIRE_DATA=1 but {reason}")
     pytest.skip(reason)

@@ -10,7 +10,7 @@ Why numbers move at all: oneDNN (TensorFlow), MLAS (ONNX Runtime) and XNNPACK (T
 kernels by CPU (AVX-512 or AVX2), so a seeded, deterministic run differs in low-order digits
 from one CPU kind to the other; a one-epoch smoke model then differs by a few faces.
 The tolerances were chosen from replays on an AVX-512 host, natively and with
-ONEDNN_MAX_CPU_ISA=AVX2, and from the drift reported on an AVX2-only host (README, Tests).
+ONEDNN_MAX_CPU_ISA=AVX2, and from the drift reported on an AVX2-only host (docs/testing.md).
 """
 
 from __future__ import annotations

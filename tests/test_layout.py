@@ -85,3 +85,24 @@ def test_notebooks_hold_no_logic_and_name_no_run_paths(name):
     assert not definitions, f"{name} defines or loops: {definitions} (belongs in lightfer_utils)"
     spelled = re.findall(r'/ "(tables|figures|training|pruned|quantized\w*|tensorrt|anchor|benchmark_inputs)"', code)
     assert not spelled, f"{name} spells run paths {spelled}: use lightfer_utils.runtime.rundir.RunDir"
+
+
+ROOT = PACKAGE.parent
+README = ROOT / "README.md"
+
+
+def test_the_readme_is_short_and_its_first_screen_has_what_a_user_needs():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200, "README.md is for users: details go to docs/"
+    first_screen = "\n".join(text.splitlines()[:20])
+    for command in ("make setup", "make test", "make reproduce", "lightfer predict", "make lab"):
+        assert command in first_screen, f"{command} is not on the README's first screen"
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))])
+def test_every_link_of_the_readme_and_docs_resolves(page):
+    path = ROOT / page
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+        if "://" in target:
+            continue
+        assert (path.parent / target).exists(), f"{page} links to {target}, which does not exist"

@@ -35,7 +35,7 @@ def code_sources(path: Path) -> list[str]:
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_smoke_run_is_current_and_executed(name):
     executed = SMOKE_RUN / name
-    assert executed.exists(), f"{name} is missing from the committed smoke run; see README (make smoke-run)"
+    assert executed.exists(), f"{name} is missing from the committed smoke run; see docs/testing.md (make smoke-run)"
     assert code_sources(executed) == code_sources(SOURCES / name), f"the smoke run of {name} is stale: make smoke-run"
     nb = nbformat.read(executed, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
