@@ -21,7 +21,7 @@ from lightfer_utils.runtime.predictor import load_predictor
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory) -> Path:
-    from lightfer_utils.training.quantize import export_onnx
+    from lightfer_utils.training.export import export_onnx
     from lightfer_utils.training.models import build_model
 
     path = tmp_path_factory.mktemp("model") / "m.onnx"

@@ -38,7 +38,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """One small randomly initialised network in all three formats."""
     import tf_keras as keras
 
-    from lightfer_utils.training.quantize import export_onnx
+    from lightfer_utils.training.export import export_onnx
     from lightfer_utils.training.models import build_model
     from lightfer_utils.training.quantize import convert_tflite
 

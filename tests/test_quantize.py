@@ -14,7 +14,7 @@ import tf_keras as keras
 
 from conftest import random_faces
 from lightfer_utils.training.evaluate import compare_formats
-from lightfer_utils.training.quantize import export_onnx
+from lightfer_utils.training.export import export_onnx
 from lightfer_utils.runtime.predictor import load_predictor
 from lightfer_utils.training.quantize import (calibration_faces, compare_with_tflite, convert_tflite, onnx_fp16, onnx_int8, symmetric_quantize,
                                      tflite_int8_weights)

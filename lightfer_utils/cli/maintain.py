@@ -157,7 +157,8 @@ def _models_dir_and_force(parser: argparse.ArgumentParser, what: str = "model fi
 
 
 def _add(commands: argparse._SubParsersAction, listed: bool) -> None:
-    """The maintainer commands, into `commands` (the maintain group, or the top level for the old names)."""
+    """The maintainer commands, into `commands` (the maintain group, or the top level for the old names):
+    first those that ship a model, then the rest."""
     ship = command(commands, "ship", "evaluate a run's best epoch, write model files + card",
                    ("lightfer maintain ship runs/mine --name my_model --data /path/to/fer2013",), _ship,
                    tensorflow=True, listed=listed, parents=(labels_parent(),))
@@ -190,6 +191,11 @@ def _add(commands: argparse._SubParsersAction, listed: bool) -> None:
                        "beside the run's large files: in its live directory for a --live run)")
     _models_dir_and_force(paper)
 
+    _add_records(commands, listed)
+
+
+def _add_records(commands: argparse._SubParsersAction, listed: bool) -> None:
+    """The commands on training records, derived files and published tables."""
     int8 = command(commands, "ship-int8", "add INT8 files (TFLite, ONNX) of a shipped model, calibrated on Training "
                    "faces and measured, to its card",
                    ("lightfer maintain ship-int8 light_fer_net_deep --data /path/to/fer2013",), _ship_int8,

@@ -18,7 +18,8 @@ from lightfer_utils.runtime import shipped_models
 from lightfer_utils.runtime.atomic import atomic_write
 from lightfer_utils.runtime.predictor import load_predictor
 from lightfer_utils.runtime.provenance import file_sha256, now_iso
-from lightfer_utils.training.quantize import export_onnx, onnx_fp16
+from lightfer_utils.training.export import export_onnx
+from lightfer_utils.training.quantize import onnx_fp16
 
 # the largest probability difference a derived file may show against its source on the check faces
 MAX_ABS_DP = {"onnx_fp32": 1e-4, "onnx_fp16": 1e-2}

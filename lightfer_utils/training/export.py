@@ -1,18 +1,41 @@
 """05's pieces: every format's parity with Keras FP32 on PrivateTest, the GPU runtimes where a
 host has them (TensorRT engines, ONNX Runtime's CUDA / TensorRT providers) and the fer anchor's
-accuracy. The ONNX conversion itself is quantize.export_onnx, with the other formats."""
+accuracy, and the ONNX conversion itself (opset 13, what the Jetson Nano's TensorRT parses)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lightfer_utils.data import FerData
-from lightfer_utils.training.quantize import ONNX_OPSET, precision_of
 
-__all__ = ["ONNX_OPSET", "PARITY_THRESHOLDS", "check_parity", "gpu_predictors", "anchor_accuracy_table"]  # ONNX_OPSET: printed by 05
+__all__ = ["ONNX_OPSET", "PARITY_THRESHOLDS", "export_onnx", "precision_of", "check_parity", "gpu_predictors",
+           "anchor_accuracy_table"]
+
+
+ONNX_OPSET = 13  # the highest the Jetson Nano's TensorRT 8.2 (JetPack 4.6) parses
+
+
+def export_onnx(model, path: str | os.PathLike[str], opset: int = ONNX_OPSET) -> Path:
+    """Keras -> ONNX with tf2onnx; the input is named 'face' with a dynamic batch dimension."""
+    import tensorflow as tf
+    import tf2onnx
+
+    target = Path(path)
+    signature = [tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")]
+    tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(target))
+    return target
+
+
+def precision_of(format_name: str) -> str:
+    """'tflite_fp16' -> 'fp16'; formats named without a precision are FP32."""
+    for precision in ("fp16", "int8", "dynamic"):
+        if precision in format_name:
+            return precision
+    return "fp32"
 
 
 PARITY_THRESHOLDS = {"fp32": 0.999, "fp16": 0.995, "int8": 0.98, "dynamic": 0.98}

@@ -25,7 +25,8 @@ from lightfer_utils.runtime.shipped_models import DERIVED_SUFFIX
 from lightfer_utils.training.evaluate import compare_formats, count_flops, count_parameters, evaluate, parity_table
 from lightfer_utils.training.prune import compression_ratio, magnitude_prune, nonzero_parameters, sparsity_table
 from lightfer_utils.training.derived import deflate_keras, derive
-from lightfer_utils.training.quantize import ONNX_OPSET, calibration_faces, convert_tflite
+from lightfer_utils.training.export import ONNX_OPSET
+from lightfer_utils.training.quantize import calibration_faces, convert_tflite
 from lightfer_utils.training.shipping import _card_header, _refuse_overwrite
 from lightfer_utils.training.config import load_config
 from lightfer_utils.training.train import load_best

@@ -340,7 +340,7 @@ def onnx_latencies(
     """Batch-1 p50 latency (ms) of each saved Keras model exported to ONNX and run by ONNX
     Runtime's CPU provider, all measured together (`benchmark.interleaved_timings`)."""
     from lightfer_utils.runtime.benchmark import interleaved_timings
-    from lightfer_utils.training.quantize import export_onnx
+    from lightfer_utils.training.export import export_onnx
     from lightfer_utils.runtime.predictor import OnnxPredictor
     from lightfer_utils.runtime.safe_keras import load_keras_model
 

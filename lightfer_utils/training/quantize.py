@@ -20,6 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
+from lightfer_utils.training.export import export_onnx, precision_of
 from lightfer_utils.runtime.quiet import native_stderr_hidden
 
 TFLITE_KINDS = ("fp32", "fp16", "dynamic", "int8")
@@ -40,28 +41,6 @@ class QuantizedTensor:
     def step(self) -> np.ndarray:
         """The quantisation step 1 / S_b (per channel when per-channel)."""
         return 1.0 / self.scale
-
-
-ONNX_OPSET = 13  # the highest the Jetson Nano's TensorRT 8.2 (JetPack 4.6) parses
-
-
-def export_onnx(model, path: str | os.PathLike[str], opset: int = ONNX_OPSET) -> Path:
-    """Keras -> ONNX with tf2onnx; the input is named 'face' with a dynamic batch dimension."""
-    import tensorflow as tf
-    import tf2onnx
-
-    target = Path(path)
-    signature = [tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")]
-    tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(target))
-    return target
-
-
-def precision_of(format_name: str) -> str:
-    """'tflite_fp16' -> 'fp16'; formats named without a precision are FP32."""
-    for precision in ("fp16", "int8", "dynamic"):
-        if precision in format_name:
-            return precision
-    return "fp32"
 
 
 def symmetric_quantize(weights: np.ndarray, bits: int, axis: int | None = None) -> QuantizedTensor:

@@ -22,7 +22,8 @@ from lightfer_utils.data import FerData
 from lightfer_utils.training.evaluate import (count_flops, count_parameters, evaluate, evaluate_probabilities,
                                               flip_tta)
 from lightfer_utils.runtime.predictor import keras_predictor, load_predictor
-from lightfer_utils.training.quantize import FORMAT_FILES, ONNX_OPSET, export_onnx
+from lightfer_utils.training.export import ONNX_OPSET, export_onnx
+from lightfer_utils.training.quantize import FORMAT_FILES
 from lightfer_utils.training.trainingdir import TrainingDir
 from lightfer_utils.runtime.rundir import RunDir
 from lightfer_utils.runtime.provenance import file_sha256, git_revision, host_info, now_iso, package_versions
