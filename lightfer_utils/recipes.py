@@ -17,6 +17,7 @@ from typing import Any
 
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime import provenance, shipped_models
+from lightfer_utils.runtime.model_card import ModelCard
 from lightfer_utils.training.config import TrainConfig, load_config
 from lightfer_utils.training.trainingdir import TrainingDir
 
@@ -71,8 +72,8 @@ def recipe(name: str, models_dir: Path | None = None) -> Recipe:
     card_file = models / f"{name}.card.json"
     if not card_file.is_file():
         raise FileNotFoundError(f"no recipe for {name!r}: neither {training}/config.json nor {card_file}")
-    card = json.loads(card_file.read_text())
-    if card.get("kind") == "paper":
+    card = ModelCard.read(card_file)
+    if card.kind == "paper":
         compression = {k: v for k, v in card["compression"].items() if k not in ("source", "method")}
         return Recipe(name, "paper", depends_on=[model_named(card["compression"]["source"])], parameters=compression)
     source = card.get("source_run")
@@ -211,23 +212,20 @@ def against_card(name: str, out: Path, data: FerData, where: dict[str, Path]) ->
     """The rebuilt model's accuracy beside its shipped card's, one line per split (and format): a
     trained model scored here from its rebuilt run, the others as their rebuilt card says."""
     card = shipped_models.card(name)
-    last = chain(name)[-1]
     percent = "{:.2f} %".format
-    if last.kind == "train":
+    if chain(name)[-1].kind == "train":
         from lightfer_utils.runtime.predictor import keras_predictor
         from lightfer_utils.training.evaluate import evaluate
         from lightfer_utils.training.train import load_best
 
         predict = keras_predictor(load_best(where[name]))
         return [f"{name} rebuilt, {split}: {percent(evaluate(predict, part.images, part.labels).accuracy * 100)} "
-                f"(card: {percent(card['metrics'][split]['accuracy'] * 100)})"
+                f"(card: {percent(card.accuracy(split, 'keras') * 100)})"
                 for split, part in ((s, data.split(s)) for s in ("PublicTest", "PrivateTest"))]
-    rebuilt = json.loads((Path(out) / "models" / f"{name}.card.json").read_text())
-    if last.kind == "paper":
-        return [f"{name} rebuilt ({fmt}): " + ", ".join(
-            f"{split} {percent(rebuilt['formats'][fmt][split + '_accuracy'] * 100)} "
-            f"(card: {percent(card['formats'][fmt][split + '_accuracy'] * 100)})" for split in ("PublicTest", "PrivateTest"))
-            for fmt in rebuilt["formats"]]
-    fmt, ours = card["edge_format"], rebuilt["edge_format"]
-    return [f"{name} rebuilt ({ours}), {split}: {percent(rebuilt['formats'][ours][split + '_accuracy'] * 100)} "
-            f"(card, {fmt}: {percent(card['formats'][fmt][split + '_accuracy'] * 100)})" for split in ("PublicTest", "PrivateTest")]
+    rebuilt = ModelCard.read(Path(out) / "models" / f"{name}.card.json")
+    formats = list(rebuilt["formats"]) if rebuilt.kind == "paper" else [rebuilt.default_format()]
+    return [f"{name} rebuilt ({fmt}): " + ", ".join(
+        f"{split} {percent(rebuilt.accuracy(split, fmt) * 100)} (card"
+        f"{'' if card.kind == 'paper' else ', ' + card.default_format()}: "
+        f"{percent(card.accuracy(split, fmt if card.kind == 'paper' else None) * 100)})" for split in ("PublicTest", "PrivateTest"))
+        for fmt in formats]

@@ -110,7 +110,8 @@ def test_the_paper_model_s_recipe_is_its_card_s_compression_and_rebuilds_after_i
 
     shipped_chain(tmp_path / "models")
     compression = {"sparsity": 0.5, "epochs": 1, "batch_size": 16, "learning_rate": 2e-4, "calibration_size": 20}
-    card = {"name": "p", "kind": "paper", "compression": {**compression, "source": "models/a/training", "method": "tfmot"}}
+    card = {"name": "p", "kind": "paper", "compression": {**compression, "source": "models/a/training", "method": "tfmot"},
+            "files": {"keras_fp32": {"path": "p.keras", "sha256": "0"}}, "formats": {}, "architecture": {"parameters": {"total": 1}}}
     (tmp_path / "models" / "p.card.json").write_text(json.dumps(card))
     steps = recipes.chain("p", tmp_path / "models")
     assert [(s.name, s.kind) for s in steps] == [("a", "train"), ("p", "paper")]

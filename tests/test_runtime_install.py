@@ -15,6 +15,7 @@ import pytest
 
 from lightfer_utils.runtime import shipped_models
 from lightfer_utils.runtime.errors import ModelLoadError
+from lightfer_utils.runtime.model_card import ModelCard
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING_PACKAGES = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "papermill",
@@ -116,7 +117,7 @@ def test_the_wheel_carries_the_runtime_files_and_nothing_of_training(tmp_path):
         card = json.loads((ROOT / "models" / f"{name}.card.json").read_text())
         assert f"{name}.card.json" in models
         left_out = name.startswith("light_fer_xception")  # by size (pyproject): a checkout runs it by name
-        assert (card["files"][shipped_models.default_format(card)]["path"] in models) != left_out
+        assert (card["files"][ModelCard(card).default_format()]["path"] in models) != left_out
     assert not {"light_fer_xception.onnx", "light_fer_xception_fp16.tflite"} & models
     assert not [n for n in names if n.endswith((".keras", ".h5", ".index")) or "checkpoint" in n]
     assert "lightfer_utils/runtime/tagging.py" in names and "lightfer_utils/training/train.py" in names

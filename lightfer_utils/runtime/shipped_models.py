@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from lightfer_utils.runtime.errors import ModelLoadError
+from lightfer_utils.runtime.model_card import ModelCard
 from lightfer_utils.runtime.provenance import file_sha256
 
 # The shipped model with the best PublicTest accuracy (tests/test_shipping.py checks this against the cards).
@@ -42,21 +43,11 @@ def names() -> List[str]:
     return sorted(p.name[:-len(CARD_SUFFIX)] for p in models_dir().glob("*" + CARD_SUFFIX))
 
 
-def card(name: str) -> Dict[str, Any]:
+def card(name: str) -> ModelCard:
     path = models_dir() / (name + CARD_SUFFIX)
     if not path.is_file():
         raise UnknownModel("no shipped model named {!r}; shipped: {}".format(name, ", ".join(names())))
-    try:
-        model_card = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ModelLoadError("{}: not a model card (not JSON: {})".format(path, err)) from None
-    files = model_card.get("files") if isinstance(model_card, dict) else None
-    if not isinstance(files, dict) or not files or not all(
-            isinstance(entry, dict) and isinstance(entry.get("path"), str) and Path(entry["path"]).name == entry["path"]
-            and (isinstance(entry.get("sha256"), str) or entry.get("derived_from") in files) for entry in files.values()):
-        raise ModelLoadError("{}: not a model card (it needs 'files': format -> {{path in its folder, sha256 or "
-                             "derived_from another format}})".format(path))
-    return model_card
+    return ModelCard.read(path)
 
 
 def derived_record(name: str) -> Dict[str, Any]:
@@ -72,15 +63,6 @@ def derived_record(name: str) -> Dict[str, Any]:
     return record
 
 
-def default_format(model_card: Dict[str, Any]) -> str:
-    """An edge model's chosen format; otherwise the ONNX file."""
-    files = model_card["files"]
-    for fmt in (model_card.get("edge_format"), "onnx", "onnx_fp32"):
-        if fmt in files:
-            return fmt
-    return sorted(files)[0]
-
-
 def split_spec(spec: str) -> Tuple[str, Optional[str]]:
     name, _, fmt = spec.partition(":")
     return name, fmt or None
@@ -90,7 +72,7 @@ def model_file(name: str, fmt: Optional[str] = None) -> Path:
     """The file of `name` in format `fmt` (default: default_format), checked against its card's
     sha256, so a changed or damaged file is refused rather than silently used."""
     model_card = card(name)
-    fmt = fmt or default_format(model_card)
+    fmt = fmt or model_card.default_format()
     entry = model_card["files"].get(fmt)
     if entry is None:
         raise ModelLoadError("{} has no format {!r}; its formats: {}".format(name, fmt, ", ".join(model_card["files"])))
@@ -136,16 +118,12 @@ def summary() -> List[Dict[str, Any]]:
     rows = []
     for name in names():
         model_card = card(name)
-        fmt = default_format(model_card)
-        measured = model_card.get("metrics") or {  # an edge card measured each format
-            split: {"accuracy": model_card.get("formats", {}).get(fmt, {}).get(split + "_accuracy")}
-            for split in ("PublicTest", "PrivateTest")}
         rows.append({
             "name": name + (" (default)" if name == DEFAULT_MODEL else ""),
-            "parameters": model_card["architecture"]["parameters"]["total"],
-            "PublicTest": measured["PublicTest"]["accuracy"],
-            "PrivateTest": measured["PrivateTest"]["accuracy"],
-            "default_format": fmt,
+            "parameters": model_card.parameters,
+            "PublicTest": model_card.accuracy("PublicTest"),
+            "PrivateTest": model_card.accuracy("PrivateTest"),
+            "default_format": model_card.default_format(),
             "formats": ", ".join(f for f, entry in model_card["files"].items() if (models_dir() / entry["path"]).is_file()),
         })
     return rows

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lightfer_utils.data import FerData
+from lightfer_utils.runtime.model_card import ModelCard
 from lightfer_utils.runtime.predictor import keras_predictor, load_predictor
 from lightfer_utils.runtime.provenance import PROJECT_ROOT, file_sha256, host_info
 from lightfer_utils.runtime.shipped_models import DERIVED_SUFFIX
@@ -163,7 +164,8 @@ def ship_paper_model(
                   for fmt, path in paths.items()},
     }
     card["files"]["onnx_fp32"]["opset"] = card["files"]["onnx_fp16"]["opset"] = ONNX_OPSET
-    card_json.write_text(json.dumps(card, indent=2))
+    card = ModelCard(card, card_json)
+    card.write(card_json)
     card_md.write_text(render_paper_card(card))
     (target / f"{name}{DERIVED_SUFFIX}").write_text(json.dumps(derived, indent=2) + "\n")
     committed = sum(entry["bytes"] for entry in card["files"].values() if "sha256" in entry)

@@ -21,6 +21,7 @@ from lightfer_utils import CLASS_NAMES
 from lightfer_utils.data import FerData
 from lightfer_utils.training.evaluate import (count_flops, count_parameters, evaluate, evaluate_probabilities,
                                               flip_tta)
+from lightfer_utils.runtime.model_card import ModelCard
 from lightfer_utils.runtime.predictor import keras_predictor, load_predictor
 from lightfer_utils.training.export import ONNX_OPSET, export_onnx
 from lightfer_utils.training.quantize import FORMAT_FILES
@@ -106,7 +107,8 @@ def ship_model(
     }
     card["files"]["onnx"]["opset"] = ONNX_OPSET
     card["training"]["config"].pop("model_config", None)
-    card_json.write_text(json.dumps(card, indent=2))
+    card = ModelCard(card, card_json)
+    card.write(card_json)
     card_md.write_text(render_card(card))
     return card
 
@@ -205,7 +207,7 @@ def ship_int8(
     card_json = target / f"{name}{CARD_SUFFIX}"
     if not card_json.is_file():
         raise FileNotFoundError(f"{card_json} is missing: ship {name} first (lightfer maintain ship)")
-    card = json.loads(card_json.read_text())
+    card = ModelCard.read(card_json)
     if "edge_format" in card:
         raise ValueError(f"{name} is an edge model: its card already lists its INT8 files")
     if data.sha256 != card["data"]["sha256"]:
@@ -248,7 +250,8 @@ def ship_int8(
     }
     card["files"].update({fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
                           for fmt, path in paths.items()})
-    card_json.write_text(json.dumps(card, indent=2))
+    card = ModelCard(card, card_json)
+    card.write(card_json)
     (target / f"{name}.card.md").write_text(render_card(card))
     return card
 
@@ -323,7 +326,8 @@ def ship_edge_model(
         "files": {fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
                   for fmt, path in paths.items()},
     }
-    card_json.write_text(json.dumps(card, indent=2))
+    card = ModelCard(card, card_json)
+    card.write(card_json)
     card_md.write_text(render_edge_card(card))
     return card
 
