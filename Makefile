@@ -11,7 +11,7 @@ setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[all]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name lightfer --display-name "Python (lightfer)"
+	$(BIN)/python -m lightfer_utils.kernel install
 
 # pdflatex with booktabs (Debian's packages; as root, or run the apt-get line with sudo): the tests compile
 # every paper table's LaTeX with it (CI sets LIGHTFER_REQUIRE_LATEX=1; elsewhere that test skips without it).

@@ -225,6 +225,7 @@ def _write_manifest(plan: RunPlan, manifest: dict[str, Any]) -> None:
 def execute(plan: RunPlan, kernel_name: str | None = None) -> dict[str, Any]:
     """Run the planned notebooks; the manifest is updated after each one. The data is loaded and
     checked before the run directory exists, so bad data leaves nothing behind to block a retry."""
+    _check_kernel(plan, kernel_name)
     dataset = load_fer2013(plan.data_path, strict=bool(plan.parameters.get("strict", True)))
     plan.run_dir.mkdir(parents=True, exist_ok=False)
     manifest: dict[str, Any] = {
@@ -250,6 +251,20 @@ def execute(plan: RunPlan, kernel_name: str | None = None) -> dict[str, Any]:
     manifest.update(status="completed", finished=now_iso())
     _write_manifest(plan, manifest)
     return manifest
+
+
+def _check_kernel(plan: RunPlan, kernel_name: str | None) -> None:
+    """The Jupyter kernel the notebooks name (or --kernel) exists, before anything is written."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    names = {kernel_name} if kernel_name else {json.loads(n.read_text())["metadata"]["kernelspec"]["name"]
+                                               for n in plan.notebooks}
+    for name in sorted(names):
+        try:
+            KernelSpecManager().get_kernel_spec(name)
+        except NoSuchKernel:
+            raise FileNotFoundError(f"no Jupyter kernel named {name!r} here: `python -m lightfer_utils.kernel install` "
+                                    "installs the notebooks' kernel (make setup does), or pass --kernel NAME") from None
 
 
 def project_relative(path: str | os.PathLike[str]) -> str:

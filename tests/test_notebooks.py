@@ -92,3 +92,14 @@ def test_replay_writes_the_same_tables_and_figures(replay):
 def test_replay_numbers_match_the_smoke_run_within_tolerance(replay):
     problems = compare_runs(SMOKE_RUN, replay["directory"])
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_committed_smoke_run_carries_no_library_noise(name):
+    """The `lightfer` kernel imports TensorFlow quietly before the first cell: no start-up lines of
+    the native libraries in what a reader of the executed notebooks sees."""
+    noise = ("absl::InitializeLog", "cuInit", "oneDNN custom operations", "cuda_platform", "Could not find cuda")
+    notebook = nbformat.read(SMOKE_RUN / name, as_version=4)
+    stderr = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if o.get("name") == "stderr")
+    assert not any(n in stderr for n in noise), stderr[:1000]

@@ -201,3 +201,18 @@ def test_run_dir_cannot_point_a_run_at_another_run(good_csv, tmp_path):
     with pytest.raises(runner.ParameterError, match="parameter 'run_dir' is set with --out, not -p"):
         runner.plan_run("smoke", good_csv[0], tmp_path / "run", [f"run_dir={tmp_path / 'finished'}"])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_kernel_is_one_line_before_anything_is_written(tmp_path, good_csv, capsys):
+    out = tmp_path / "run"
+    assert lightfer(["run", "--profile", "smoke", "--data", str(good_csv[0]), "--out", str(out), "--kernel", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "no Jupyter kernel named 'nosuch' here: `python -m lightfer_utils.kernel install`" in err and not out.exists()
+
+
+def test_the_notebooks_name_the_lightfer_kernel_and_setup_installs_it():
+    from lightfer_utils.kernel import KERNEL_NAME, installed
+
+    for notebook in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")):
+        assert json.loads(notebook.read_text())["metadata"]["kernelspec"]["name"] == KERNEL_NAME, notebook.name
+    assert installed(), "make setup installs the kernel: python -m lightfer_utils.kernel install"
