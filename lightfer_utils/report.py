@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from lightfer_utils import PAPER_MODEL_LABEL, published
+from lightfer_utils import figures
+from lightfer_utils.figures import curves_figure, pruning_figure  # noqa: F401 (02 and 03 import them from here)
 from lightfer_utils.runtime.rundir import RunDir
 
 NOT_RUN = "not run on this host"
@@ -236,82 +238,27 @@ def save_all_formats(table: pd.DataFrame, run_dir: Path, name: str) -> dict[str,
 
 # --------------------------------------------------------------------------- figures
 
-def publication_style() -> None:
-    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7,
-                         "figure.dpi": 150, "savefig.bbox": "tight"})
-
-
-def accuracy_vs_parameters_figure(table2: pd.DataFrame) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ours = table2[table2["source"] == "ours"]
-    ax.scatter(ours["parameters"], ours["test_percent"], label="ours (PrivateTest)", zorder=3)
-    for name, row in ours.iterrows():
-        ax.annotate(name, (row["parameters"], row["test_percent"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.axhline(published.table_2().loc["Light-FER", "test_percent"], color="C1", ls="--", label="Light-FER (paper)")
-    ax.scatter([published.ZHOU_MODEL["parameters"]], [published.ZHOU_MODEL["test_accuracy_percent"]], marker="s",
-               color="C2", label="Zhou et al. (paper)")
-    ax.set(xscale="log", xlabel="parameters (log)", ylabel="test accuracy (%)", title="Accuracy vs parameters")
-    ax.legend()
-    return fig
-
-
-def latency_figure(run_dir: Path) -> plt.Figure:
-    bench = read_csv(run_dir, "benchmark.csv")
-    single = bench[bench.get("batch_size") == 1].set_index("format")["latency_p50_ms"].sort_values()
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.barh(single.index, single.values)
-    ax.set(xlabel="batch-1 latency, p50 (ms)", title="Latency per runtime and precision")
-    return fig
-
-
 def size_vs_accuracy_figure(run_dir: Path) -> plt.Figure:
-    formats = read_csv(run_dir, "quantization_formats.csv").set_index("format")
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    for name, row in formats.iterrows():
-        ax.scatter(row["size_kb"], row["accuracy"] * 100, label=name)
-    ax.set(xscale="log", xlabel="file size (KiB)", ylabel="PrivateTest accuracy (%)", title="Size vs accuracy per precision")
-    ax.legend(ncol=2)
-    return fig
+    """04 and 07: each format's file size against its PrivateTest accuracy, in this run."""
+    return figures.size_vs_accuracy_figure(read_csv(run_dir, "quantization_formats.csv").set_index("format"),
+                                           scored_faces(run_dir))
 
 
-def accuracy_vs_sparsity_figure(run_dir: Path) -> plt.Figure:
-    pruning = read_csv(run_dir, "pruning.csv").set_index("variant")
-    magnitude = pruning[pruning.index.str.startswith("magnitude_")]
-    sparsity = [0.0] + [float(v.split("_")[1]) for v in magnitude.index]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot(sparsity, [pruning.loc["dense", "PrivateTest_accuracy"] * 100, *magnitude["PrivateTest_accuracy"] * 100], "o-")
-    ax.set(xlabel="target sparsity (tfmot)", ylabel="PrivateTest accuracy (%)", title="Accuracy vs sparsity")
-    return fig
+def scored_faces(run_dir: Path) -> int:
+    """How many PrivateTest faces the run scored: the split, reduced as its subset_fraction says
+    (stratified per class, at least one face each)."""
+    manifest = RunDir(run_dir).manifest
+    fraction = float(json.loads(manifest.read_text()).get("parameters", {}).get("subset_fraction", 1.0)) \
+        if manifest.is_file() else 1.0
+    counts = RunDir(run_dir).table("class_counts")
+    table = pd.read_csv(counts, index_col=0) if counts.is_file() else pd.DataFrame({"PrivateTest": [3589]})
+    per_class = table.loc[[c for c in table.index if c != "total"], "PrivateTest"]
+    return int(sum(max(1, round(fraction * c)) for c in per_class)) if fraction < 1 else int(per_class.sum())
 
 
-def pruning_figure(table: pd.DataFrame, sparsities: list[float]) -> plt.Figure:
-    """03: PrivateTest accuracy against tfmot's target sparsity, and against the parameters of
-    every variant (structured pruning is what shrinks the model)."""
-    magnitude = table.loc[[f"magnitude_{s:g}" for s in sparsities]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot([0, *sparsities], [table.loc["dense", "PrivateTest_accuracy"] * 100, *magnitude["PrivateTest_accuracy"] * 100], "o-")
-    left.set(xlabel="target sparsity (tfmot)", ylabel="PrivateTest accuracy (%)", title="Accuracy vs sparsity")
-    right.scatter(table["parameters"], table["PrivateTest_accuracy"] * 100)
-    for name, row in table.iterrows():
-        right.annotate(name, (row["parameters"], row["PrivateTest_accuracy"] * 100), fontsize=7)
-    right.set(xscale="log", xlabel="parameters (log)", ylabel="PrivateTest accuracy (%)",
-              title="Structured pruning shrinks the model")
-    return fig
-
-
-def curves_figure(histories: dict[str, pd.DataFrame]):
-    """Loss and accuracy per epoch (training on augmented batches vs PublicTest)."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name, history in histories.items():
-        line = loss_ax.plot(history["epoch"], history["loss"], label=f"{name} train")[0]
-        loss_ax.plot(history["epoch"], history["val_loss"], "--", color=line.get_color(), label=f"{name} PublicTest")
-        acc_ax.plot(history["epoch"], history["accuracy"], color=line.get_color())
-        acc_ax.plot(history["epoch"], history["val_accuracy"], "--", color=line.get_color())
-    loss_ax.set(xlabel="epoch", ylabel="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy")
-    loss_ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+def _run_parameter(run_dir: Path, name: str) -> Any:
+    manifest = RunDir(run_dir).manifest
+    return json.loads(manifest.read_text()).get("parameters", {}).get(name, "?") if manifest.is_file() else "?"
 
 
 def training_histories(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -405,14 +352,18 @@ def paper_figures(run_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, s
     that could not be drawn, with the reason."""
     from lightfer_utils.artifacts import matrix_figure, save_figure
 
-    publication_style()
+    figures.publication_style()
+    faces = scored_faces(run_dir)
     makers = {
         "paper_confusion": lambda: matrix_figure(tables["table1"]["ours"], "PrivateTest confusion (rows: true class)"),
-        "paper_accuracy_vs_parameters": lambda: accuracy_vs_parameters_figure(tables["table2"]),
-        "paper_accuracy_vs_sparsity": lambda: accuracy_vs_sparsity_figure(run_dir),
+        "paper_accuracy_vs_parameters": lambda: figures.accuracy_vs_parameters_figure(tables["table2"], faces),
+        "paper_accuracy_vs_sparsity": lambda: figures.accuracy_vs_sparsity_figure(
+            read_csv(run_dir, "pruning.csv").set_index("variant"), faces, _run_parameter(run_dir, "prune_epochs")),
         "paper_size_vs_accuracy": lambda: size_vs_accuracy_figure(run_dir),
-        "paper_latency": lambda: latency_figure(run_dir),
-        "paper_training_curves": lambda: curves_figure(training_histories(run_dir)),
+        "paper_latency": lambda: figures.latency_figure(read_csv(run_dir, "benchmark.csv"), _host(run_dir),
+                                                        main_model_name(run_dir)),
+        "paper_training_curves": lambda: curves_figure(training_histories(run_dir),
+                                                       {"light_fer_net": main_model_name(run_dir)}),
     }
     not_drawn = {}
     for name, make in makers.items():

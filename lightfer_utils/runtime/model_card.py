@@ -41,14 +41,15 @@ class ModelCard(dict):
             raise ModelLoadError("{}: not a model card (not a JSON object)".format(path))
         return cls(content, path)
 
-    def write(self, path: Union[str, Path]) -> None:
-        """Stamped with the schema version and kind, checked, then written whole."""
+    def write(self, path: Union[str, Path]) -> "ModelCard":
+        """Stamped with the schema version and kind, checked, then written whole; returns the card."""
         from lightfer_utils.runtime.atomic import atomic_write
 
         self.setdefault("schema_version", SCHEMA_VERSION)
         self.setdefault("kind", self.kind)
         self.validate()
         atomic_write(Path(path), json.dumps(self, indent=2))
+        return self
 
     @property
     def kind(self) -> str:

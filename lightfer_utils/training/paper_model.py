@@ -164,8 +164,7 @@ def ship_paper_model(
                   for fmt, path in paths.items()},
     }
     card["files"]["onnx_fp32"]["opset"] = card["files"]["onnx_fp16"]["opset"] = ONNX_OPSET
-    card = ModelCard(card, card_json)
-    card.write(card_json)
+    card = ModelCard(card, card_json).write(card_json)
     card_md.write_text(render_paper_card(card))
     (target / f"{name}{DERIVED_SUFFIX}").write_text(json.dumps(derived, indent=2) + "\n")
     committed = sum(entry["bytes"] for entry in card["files"].values() if "sha256" in entry)

@@ -107,8 +107,7 @@ def ship_model(
     }
     card["files"]["onnx"]["opset"] = ONNX_OPSET
     card["training"]["config"].pop("model_config", None)
-    card = ModelCard(card, card_json)
-    card.write(card_json)
+    card = ModelCard(card, card_json).write(card_json)
     card_md.write_text(render_card(card))
     return card
 
@@ -250,8 +249,7 @@ def ship_int8(
     }
     card["files"].update({fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
                           for fmt, path in paths.items()})
-    card = ModelCard(card, card_json)
-    card.write(card_json)
+    card = ModelCard(card, card_json).write(card_json)
     (target / f"{name}.card.md").write_text(render_card(card))
     return card
 
@@ -326,8 +324,7 @@ def ship_edge_model(
         "files": {fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
                   for fmt, path in paths.items()},
     }
-    card = ModelCard(card, card_json)
-    card.write(card_json)
+    card = ModelCard(card, card_json).write(card_json)
     card_md.write_text(render_edge_card(card))
     return card
 
