@@ -6,7 +6,7 @@ numpy, OpenCV and ai-edge-litert only; no syntax newer than Python 3.6 (the runt
 """
 
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Tuple
+from typing import List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -137,15 +137,3 @@ class BlazeFace:
         return [Detection(tuple(float(v) for v in box * pixels), score, points * pixels)
                 for box, points, score in weighted_nms(boxes[valid], keypoints[valid], scores[valid])]
 
-
-def timing_ms(detector: BlazeFace, image: np.ndarray, repeat: int = 20) -> Dict[str, float]:
-    """Median milliseconds of one detection on `image` (after one untimed call)."""
-    import time
-
-    detector(image)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        detector(image)
-        times.append(1000 * (time.perf_counter() - start))
-    return {"median_ms": float(np.median(times))}

@@ -112,16 +112,21 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, color: bool
 GRAY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
 
 
-def to_rgb(image) -> np.ndarray:
-    """A Pillow colour image as uint8 RGB; transparent pixels become white."""
+def _on_white(image):
+    """A Pillow image with transparency composited on white; others unchanged."""
     from PIL import Image
 
-    if image.mode in ("RGBA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         background.alpha_composite(image)
-        image = background
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return background
+    return image
+
+
+def to_rgb(image) -> np.ndarray:
+    """A Pillow colour image as uint8 RGB; transparent pixels become white."""
+    return np.asarray(_on_white(image).convert("RGB"), dtype=np.uint8)
 
 
 def gray_of(image: np.ndarray) -> np.ndarray:
@@ -137,18 +142,11 @@ def gray_of(image: np.ndarray) -> np.ndarray:
 
 def to_gray(image) -> np.ndarray:
     """A Pillow image of any mode as uint8 gray; 16/32-bit images are scaled, not clipped."""
-    from PIL import Image
-
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         top = values.max()
         return (values * (255.0 / top)).round().astype(np.uint8) if top > 0 else np.zeros(values.shape, np.uint8)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))  # transparent pixels become white
-        background.alpha_composite(image)
-        image = background
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+    return np.asarray(_on_white(image).convert("L"), dtype=np.uint8)  # transparent pixels become white
 
 
 class FaceStage:
