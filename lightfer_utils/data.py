@@ -29,8 +29,9 @@ from tqdm import tqdm
 
 from lightfer_utils import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from lightfer_utils.runtime.atomic import atomic_write
-from lightfer_utils.runtime.faces import IMAGE_SUFFIXES
+from lightfer_utils.runtime.media import IMAGE_SUFFIXES
 from lightfer_utils.runtime.provenance import PROJECT_ROOT
+from lightfer_utils.runtime.provenance import cache_dir as machine_cache_dir
 
 SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
@@ -145,6 +146,8 @@ def resolve_data_path(path: str | os.PathLike[str] | None = None) -> Path:
     if not resolved.exists():
         where = "argument" if path else ("LIGHTFER_DATA" if os.environ.get("LIGHTFER_DATA") else "default")
         raise FileNotFoundError(f"FER2013 not found at {resolved} (from the {where}). {GET_DATA_HINT}")
+    if not (resolved.is_file() or resolved.is_dir()):  # reading a FIFO or a device would block or never end
+        raise DataLayoutError(f"{resolved} is not a regular file or folder (a FIFO, socket or device)")
     return resolved
 
 
@@ -167,10 +170,6 @@ def detect_form(path: Path) -> tuple[Literal["csv", "folder"], Path]:
 # --------------------------------------------------------------------------- loading + cache
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("LIGHTFER_CACHE") or Path.home() / ".cache" / "lightfer")
-
-
 def load_fer2013(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -187,7 +186,7 @@ def load_fer2013(
     """
     form, source = detect_form(resolve_data_path(path))
     fingerprint = source_fingerprint(form, source, strict)
-    cache_file = Path(cache_dir or default_cache_dir()) / f"fer2013-{fingerprint[:24]}.npz"
+    cache_file = Path(cache_dir or machine_cache_dir()) / f"fer2013-{fingerprint[:24]}.npz"
     if use_cache and cache_file.is_file():
         try:
             return _read_cache(cache_file, str(source))

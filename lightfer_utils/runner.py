@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import time
@@ -116,8 +117,21 @@ def resolve_path_parameter(name: str, value: str) -> str:
     return ",".join(resolved)
 
 
+# the range of each numeric parameter (and of each number of the comma-separated ones), checked
+# before the run directory exists, so a bad value never leaves a half-run behind
+PARAMETER_RANGES: dict[str, tuple[float, float]] = {
+    "batch_size": (1, 65_536), "batch_sizes": (1, 65_536), "calibration_size": (1, 100_000), "cost_steps": (1, 10_000),
+    "epochs": (1, 100_000), "erase_probability": (0, 1), "iterations": (1, 1_000_000), "label_smoothing": (0, 0.99),
+    "latency_iterations": (1, 1_000_000), "latency_rounds": (1, 1_000), "learning_rate": (0, 10), "min_face": (20, 4_000),
+    "pipeline_iterations": (1, 1_000_000), "prune_epochs": (0, 1_000), "seed": (0, 2**32 - 1),
+    "structured_epochs": (0, 1_000), "subset_fraction": (1e-6, 1), "xception_input_size": (71, 1_024),
+    "sparsities": (0, 0.99), "channel_keep": (0.01, 1)}
+LIST_PARAMETERS = {"batch_sizes": int, "sparsities": float, "channel_keep": float}
+
+
 def coerce(name: str, raw: str, type_name: str) -> Any:
-    """Parse a command-line value as the type its notebook declares; the error names the parameter."""
+    """Parse a command-line value as the type its notebook declares, finite and in its range; the
+    error names the parameter."""
     try:
         if type_name == "bool":
             lowered = raw.strip().lower()
@@ -127,12 +141,29 @@ def coerce(name: str, raw: str, type_name: str) -> Any:
                 return False
             raise ValueError
         if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-        return raw
+            value: Any = int(raw)
+        elif type_name == "float":
+            value = float(raw)
+        else:
+            value = raw
     except ValueError:
         raise ParameterError(f"parameter {name!r} expects {type_name}, got {raw!r}") from None
+    check_range(name, value)
+    return value
+
+
+def check_range(name: str, value: Any) -> None:
+    if name not in PARAMETER_RANGES:
+        return
+    low, high = PARAMETER_RANGES[name]
+    kind = LIST_PARAMETERS.get(name)
+    try:
+        numbers = [kind(v) for v in str(value).split(",") if v.strip()] if kind else [value]
+    except ValueError:
+        raise ParameterError(f"parameter {name!r} takes comma-separated {kind.__name__}s, got {value!r}") from None
+    for number in numbers:
+        if not (math.isfinite(number) and low <= number <= high):
+            raise ParameterError(f"parameter {name!r} must be between {low:g} and {high:g}, got {number!r}")
 
 
 def assigned_names(notebook: Path) -> list[str]:
@@ -179,7 +210,6 @@ def plan_run(
     """
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    data_path = resolve_data_path(data).resolve()
     selected = list(NOTEBOOKS)
     if only:
         unknown = [o for o in only if not any(n.startswith(o) for n in NOTEBOOKS)]
@@ -215,6 +245,7 @@ def plan_run(
     run_dir = Path(out) if out else RUNS_DIR / run_id
     if run_dir.exists():
         raise FileExistsError(f"run directory {run_dir} exists; runs are never overwritten -- choose another --out")
+    data_path = resolve_data_path(data).resolve()  # after the parameters: they are quicker to fix
     return RunPlan(profile, run_dir.resolve(), data_path, existing, skipped, schema, parameters, overrides)
 
 

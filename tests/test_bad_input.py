@@ -364,3 +364,42 @@ def test_an_output_another_process_writes_and_a_folder_that_cannot_be_written_ar
     assert status == 2 and "cannot write in /proc" in err and "skipped" not in err
     status, out, err = run(capsys, photos, "--model", onnx_model, "--csv", "/proc/results.csv")
     assert status == 2 and "cannot write in /proc" in err
+
+
+def test_dash_writes_the_rows_to_standard_output_and_the_table_to_stderr(tmp_path, photos, onnx_model, capsys):
+    """`--csv -` and `--json -` pipe the rows; the table and the summary go to stderr. Standard
+    output cannot be resumed, nor carry both formats."""
+    one = photos / "photo_0.png"
+    status, out, err = run(capsys, one, "--model", onnx_model, "--csv", "-")
+    rows = list(csv.DictReader(out.splitlines()))
+    assert status == 0 and len(rows) == 1 and rows[0]["file"] == str(one) and "emotion" in err
+    assert "written to standard output" in err
+    status, out, err = run(capsys, one, "--model", onnx_model, "--json", "-")
+    assert status == 0 and json.loads(out.splitlines()[0])["status"] == "face"
+    assert not Path("-").exists()
+    for args, message in [(["--csv", "-", "--json", "-"], "both name standard output"),
+                          (["--csv", "-", "--resume"], "standard output (-) cannot be continued")]:
+        status, out, err = run(capsys, one, "--model", onnx_model, *args)
+        assert status == 2 and message in err and out == ""
+
+
+def test_out_of_range_workers_a_device_as_output_and_a_file_in_the_annotate_path_are_refused(tmp_path, photos,
+                                                                                             onnx_model, capsys):
+    for args, message in [(["--workers", "100000"], "--workers must be between 1 and"),
+                          (["--every", "0"], "--every must be between 1 and 1,000,000"),
+                          (["--csv", "/dev/null", "--force"], "/dev/null is not a regular file"),
+                          (["--annotate", photos / "photo_0.png" / "copies"], "photo_0.png is a file, not a folder")]:
+        status, out, err = run(capsys, photos, "--model", onnx_model, *args)
+        assert status == 2 and message in err and err.count("\n") == 1
+
+
+def test_a_single_input_runs_without_a_worker_pool(photos, onnx_model, stage, monkeypatch):
+    import concurrent.futures
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for one input")
+
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", no_pool)
+    predictor = load_predictor(onnx_model)
+    run_ = predict_files(expand_inputs([photos / "photo_0.png"]), predictor, stage, workers=2, progress=False)
+    assert run_.done == 1 and not run_.problems

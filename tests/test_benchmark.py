@@ -92,20 +92,30 @@ def test_benchmark_rows_carry_table_4_columns_and_say_where_power_comes_from():
             assert row["power_source"].startswith("not available")
 
 
-def test_recall_set_places_faces_at_known_sizes_and_the_detector_finds_them():
-    import cv2
-    from skimage import data
-
-    from lightfer_utils.runtime.benchmark import face_recall, labelled_face_frames
+def test_recall_composites_place_labelled_faces_at_known_sizes_and_the_detector_finds_them():
+    from lightfer_utils.runtime.benchmark import face_recall
+    from lightfer_utils.runtime.face_photos import astronaut, composites, face_crops
     from lightfer_utils.runtime.faces import FaceStage
 
-    head = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)[60:200, 150:290]
-    frames, truths = labelled_face_frames([(head, 0.62)], count=2, size=(1280, 960), per_frame=2, sizes=(100, 160))
+    crops = face_crops([astronaut()])
+    assert crops[0][0].shape == (192, 192, 3) and crops[0][1] == 0.5  # the face and as much around it
+    frames, truths = composites(crops, count=2, per_frame=2, sizes=(100, 160))
     assert [[size for _, size in placed] for placed in truths] == [[100, 160], [100, 160]]
+    assert all(box[2] - box[0] == size for placed in truths for box, size in placed)
     (row,) = face_recall(lambda m: FaceStage(min_face=m), [80], frames, truths)
-    assert row["recall_100px"] == row["recall_160px"] == 1.0 and row["false_detections"] == 0
+    assert row["recall_100px"] == row["recall_160px"] == row["recall"] == 1.0 and row["false_detections"] == 0
     (coarse,) = face_recall(lambda m: FaceStage(min_face=m), [300], frames, truths)
     assert coarse["recall_100px"] == 0.0  # faces smaller than min_face are not searched for
+
+
+def test_the_group_photo_is_checked_by_sha256_and_a_wrong_file_is_named(tmp_path, monkeypatch):
+    """No network here: a file in LIGHTFER_PHOTOS that is not insightface's t1.jpg is refused."""
+    from lightfer_utils.runtime.face_photos import group_photo
+
+    (tmp_path / "t1.jpg").write_bytes(b"not the photo")
+    monkeypatch.setenv("LIGHTFER_PHOTOS", str(tmp_path))
+    with pytest.raises(ValueError, match=r"t1.jpg is not insightface 2.1's t1.jpg \(sha256 differs\)"):
+        group_photo(tmp_path / "cache")
 
 
 def test_compare_pipelines_runs_every_pipeline_on_the_same_frames_with_workers():
@@ -149,3 +159,27 @@ def test_the_nano_step_skips_in_one_line_without_tensorrt_and_checks_the_onnx_fi
     with pytest.raises(ValueError, match=r"opset 17 \(TensorRT 8.2 parses up to 13\)"):
         nano.build_engines(run, ["fp16"])
     assert not run.tensorrt.exists()
+
+
+def test_bench_pipeline_prints_both_modes_the_stages_and_each_target_met_or_not(monkeypatch, capsys):
+    """With a stand-in for fer's pipeline (no download here): the still and video sections, the time
+    per stage, and one verdict per target of issue 34, whichever way the CPU decides them."""
+    import time as clock
+
+    from lightfer_utils.cli import bench, main
+    from lightfer_utils.runtime import anchor
+
+    def slow_peer(files):
+        return lambda frame: clock.sleep(0.002) or [object()]
+
+    monkeypatch.setattr(bench, "_fer_peer_files", lambda: "stand-in")
+    monkeypatch.setattr(anchor, "FerPipeline", slow_peer)
+    assert main(["bench", "pipeline", "--iterations", "5", "--workers", "1", "--detector", "blazeface",
+                 "--min-face", "80,160", "--full-detect-every", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "640x480 frames with one ~175 px face:" in out and "video mode (--full-detect-every 5)" in out
+    assert "lightfer blazeface --min-face 80 --full-detect-every 5" in out and "x fer" in out
+    assert "blazeface --min-face 80 video mode:" in out
+    verdicts = out.split("targets over fer")[1].splitlines()[1:4]
+    assert [v.split(" (>=")[0].strip() for v in verdicts] == ["predict's defaults", "--min-face 160", "video mode"]
+    assert all(v.endswith(": met") or v.endswith(": NOT met") for v in verdicts)

@@ -28,7 +28,7 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["bench", "pipeline", "--iterations", "-3", "--no-peer"], "--iterations and --workers must be at least 1, got -3"),
+    (["bench", "pipeline", "--iterations", "-3", "--no-peer"], "--iterations must be between 1 and 1,000,000, got -3"),
     (["data", "timing", "--repeat", "0"], "--repeat must be at least 1, got 0"),
 ])
 def test_impossible_counts_are_refused(args, message, capsys, good_csv):
@@ -65,12 +65,19 @@ def test_a_latin_1_csv_names_the_file_and_the_fix(tmp_path, capsys):
     (["--augmentation", '{"flip": 1}'], "augmentation setting 'flip' must be true or false, got 1"),
     (["--augmentation", "[0.1]"], "--augmentation must be a JSON object"),
     (["--model-config", "{widths: 3}"], "--model-config is not JSON"),
+    (["--model", "xception", "--model-config", '{"bn_momentum": NaN}'], "model_config must be a JSON object of finite"),
+    (["--augmentation", '{"max_rotation_deg": 1e308}'], "'max_rotation_deg' must be a number in [0, 180]"),
+    (["--augmentation", '{"max_zoom": 1}'], "'max_zoom' must be a number in [0, 1)"),
+    (["--batch-size", "100000000000"], "batch_size must be a whole number in [1, 65536]"),
+    (["--batch-size", "4096", "--model", "simple_cnn"], "fewer than one batch of 4096"),
+    (["--seed", "-1"], "seed must be a whole number in [0, 2**32)"),
 ])
 def test_a_bad_training_request_leaves_no_config_behind(tmp_path, capsys, good_csv, args, message):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--data", str(good_csv[0]), "--epochs", "1", *args]) == 2
-    assert message in capsys.readouterr().err
-    assert not (out / "config.json").exists()
+    err = capsys.readouterr().err
+    assert message in err and error_lines(err) == 1
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_augmentation_settings_given_on_the_command_line_are_the_run_s(tmp_path, good_csv):

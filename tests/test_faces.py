@@ -16,7 +16,8 @@ from PIL import Image
 from skimage import data
 
 from lightfer_utils.cli import main
-from lightfer_utils.runtime.faces import FaceStage, ImageReadError, read_image
+from lightfer_utils.runtime.faces import FaceStage
+from lightfer_utils.runtime.media import ImageReadError, read_image
 from lightfer_utils.runtime.tagging import expand_inputs, predict_files
 from lightfer_utils.runtime.predictor import load_predictor
 
@@ -232,7 +233,7 @@ def test_predict_command(tmp_path, astronaut_rgb, models, capsys):
 
 
 def test_video_mode_follows_the_face_like_full_detection_with_a_tenth_of_the_full_searches():
-    from lightfer_utils.runtime.tagging import moving_face_frames
+    from lightfer_utils.runtime.face_photos import moving_face_frames
 
     frames = moving_face_frames(40)
     every_frame, followed = FaceStage(), FaceStage(full_detect_every=10)
@@ -244,7 +245,7 @@ def test_video_mode_follows_the_face_like_full_detection_with_a_tenth_of_the_ful
 
 
 def test_video_mode_searches_the_whole_frame_again_when_the_face_is_lost():
-    from lightfer_utils.runtime.tagging import benchmark_frames
+    from lightfer_utils.runtime.face_photos import benchmark_frames
 
     first, elsewhere = benchmark_frames(2)  # the same face at two distant places
     stage = FaceStage(full_detect_every=100)
@@ -296,7 +297,7 @@ def test_blazeface_finds_a_small_face_in_a_large_image_through_tiles(astronaut_r
 
 
 def test_blazeface_video_mode_follows_the_face_with_its_short_range_model():
-    from lightfer_utils.runtime.tagging import moving_face_frames
+    from lightfer_utils.runtime.face_photos import moving_face_frames
 
     frames = moving_face_frames(20)
     every_frame, followed = FaceStage(detector="blazeface"), FaceStage(detector="blazeface", full_detect_every=10)

@@ -215,3 +215,20 @@ def test_a_large_batch_reaches_the_runtime_in_chunks(monkeypatch):
     whole = model(faces)
     assert seen == [predictors.CHUNK, predictors.CHUNK, 5]
     assert np.allclose(whole[-5:], original(faces[-5:, ..., None]), atol=1e-5)
+
+
+def test_a_keras_config_nested_beyond_the_parser_and_an_onnx_file_without_external_data_are_handled(tmp_path):
+    """Made here: a .keras whose config.json nests 100,000 lists (one line, exit 2, not a crash
+    of the parser) and an ONNX model whose weights are inline (checked without importing onnx's
+    helpers: the word "location" never occurs)."""
+    from lightfer_utils.runtime.safe_keras import _mentions, check_onnx_external_data
+
+    with zipfile.ZipFile(tmp_path / "deep.keras", "w") as archive:
+        archive.writestr("config.json", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelLoadError, match="deep.keras: its config.json is nested too deeply"):
+        load_predictor(tmp_path / "deep.keras")
+    inline = tmp_path / "inline.onnx"
+    inline.write_bytes(b"\x08\x07" + b"\0" * 64)
+    assert not _mentions(inline, b"location")
+    check_onnx_external_data(inline)  # nothing to check: no external data is possible
+    assert _mentions(tmp_path / "deep.keras", b"config.json")

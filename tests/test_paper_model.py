@@ -112,7 +112,7 @@ def test_06_times_each_format_of_the_paper_model_and_07_builds_tables_2_to_4_fro
     from lightfer_utils.runtime import benchmark
     from lightfer_utils.runtime.faces import FaceStage
     from lightfer_utils.runtime.rundir import RunDir
-    from lightfer_utils.runtime.tagging import benchmark_frames
+    from lightfer_utils.runtime.face_photos import benchmark_frames
     from lightfer_utils.training import zoo
 
     _, data, card = zoo_of

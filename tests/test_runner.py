@@ -48,6 +48,9 @@ def test_plan_types_parameters_and_lists_missing_notebooks(notebooks, good_csv, 
     ("strict=maybe", "parameter 'strict' expects bool, got 'maybe'"),
     ("subset_fraction=half", "parameter 'subset_fraction' expects float, got 'half'"),
     ("seed", "-p expects key=value, got 'seed'"),
+    ("epochs=-5", "parameter 'epochs' must be between 1 and 100000, got -5"),
+    ("subset_fraction=nan", "parameter 'subset_fraction' must be between 1e-06 and 1, got nan"),
+    ("seed=4294967296", "parameter 'seed' must be between 0 and 4.29497e[+]09, got 4294967296"),
 ])
 def test_bad_parameters_fail_before_anything_runs(notebooks, good_csv, tmp_path, assignment, message):
     with pytest.raises(runner.ParameterError, match=message):
@@ -217,3 +220,13 @@ def test_the_notebooks_name_the_lightfer_kernel_and_setup_installs_it():
     for notebook in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")):
         assert json.loads(notebook.read_text())["metadata"]["kernelspec"]["name"] == KERNEL_NAME, notebook.name
     assert installed(), "make setup installs the kernel: python -m lightfer_utils.kernel install"
+
+
+def test_every_profile_value_is_in_its_parameter_range():
+    for profile in runner.PROFILES.values():
+        for name, value in profile.items():
+            runner.check_range(name, value)
+    with pytest.raises(runner.ParameterError, match="parameter 'sparsities' must be between 0 and 0.99, got 1.5"):
+        runner.check_range("sparsities", "0.5,1.5")
+    with pytest.raises(runner.ParameterError, match="parameter 'batch_sizes' takes comma-separated ints"):
+        runner.check_range("batch_sizes", "64,many")

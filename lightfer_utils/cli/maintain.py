@@ -11,10 +11,18 @@ from pathlib import Path
 from lightfer_utils.cli.common import HelpFormatter, command, data_option, examples, int_list, labels_parent
 
 
+def _check_name(args: argparse.Namespace) -> None:
+    """The name is an output: checked before any data is read."""
+    from lightfer_utils.training.shipping import check_model_name
+
+    check_model_name(args.name)
+
+
 def _ship(args: argparse.Namespace) -> int:
     from lightfer_utils.cli.common import load_labelled
     from lightfer_utils.training.shipping import ship_model
 
+    _check_name(args)
     card = ship_model(args.run_dir, load_labelled(args), args.name, args.models_dir, overwrite=args.force)
     metrics = card["metrics"]
     print(f"{args.name}: PublicTest {metrics['PublicTest']['accuracy'] * 100:.2f} %, "
@@ -27,6 +35,7 @@ def _ship_edge(args: argparse.Namespace) -> int:
     from lightfer_utils.data import load_fer2013
     from lightfer_utils.training.shipping import ship_edge_model
 
+    _check_name(args)
     card = ship_edge_model(args.run_dir, load_fer2013(args.data), args.name, args.models_dir,
                            latency_iterations=args.iterations, overwrite=args.force)
     edge = card["formats"][card["edge_format"]]
@@ -40,6 +49,7 @@ def _ship_int8(args: argparse.Namespace) -> int:
     from lightfer_utils.data import load_fer2013
     from lightfer_utils.training.shipping import ship_int8
 
+    _check_name(args)
     card = ship_int8(args.name, load_fer2013(args.data), args.models_dir, args.calibration_size, overwrite=args.force)
     for fmt, row in card["int8"]["formats"].items():
         print(f"{card['files'][fmt]['path']}: {card['files'][fmt]['bytes'] / 2**20:.3f} MiB, PublicTest "
@@ -52,6 +62,7 @@ def _ship_paper(args: argparse.Namespace) -> int:
     from lightfer_utils.data import load_fer2013
     from lightfer_utils.training.paper_model import Compression, ship_paper_model
 
+    _check_name(args)
     compression = Compression(sparsity=args.sparsity, epochs=args.epochs, batch_size=args.batch_size,
                               learning_rate=args.lr, calibration_size=args.calibration_size)
     card = ship_paper_model(args.run_dir, load_fer2013(args.data), args.name, args.models_dir, compression,
@@ -82,6 +93,8 @@ def _materialize(args: argparse.Namespace) -> int:
     if not args.names and not args.all:
         raise ValueError("name the shipped models whose derived files to make, or pass --all")
     names = [n for n in shipped_models.names() if derived_formats(shipped_models.card(n))] if args.all else args.names
+    for name in names:
+        shipped_models.card(name)  # an unknown name is refused before any file is made
     if not names:
         print("no shipped model has derived files")
     for name in names:

@@ -11,22 +11,28 @@ from pathlib import Path
 
 from lightfer_utils import CLASS_NAMES
 from lightfer_utils.cli.common import command, labels_parent
-from lightfer_utils.runtime.faces import ALIGNMENTS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_FACE, DEFAULT_MIN_SCORES, DETECTORS
+from lightfer_utils.runtime.faces import ALIGNMENTS, DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DEFAULT_MIN_SCORES, DETECTORS
+from lightfer_utils.runtime.media import DEFAULT_MAX_PIXELS
 from lightfer_utils.runtime.shipped_models import DEFAULT_MODEL
+
+MAX_WORKERS = max(64, os.cpu_count() or 1)  # each worker holds its own face stage and model
 
 
 def _predict(args: argparse.Namespace) -> int:
     from lightfer_utils.runtime import shipped_models
     from lightfer_utils.runtime.faces import FaceStage
     from lightfer_utils.runtime.safe_text import terminal_text
-    from lightfer_utils.runtime.tagging import (ResultWriter, check_outputs, expand_inputs, face_table, no_face_hint,
-                                                predict_files)
+    from lightfer_utils.runtime.tagging import (STDOUT, ResultWriter, check_outputs, expand_inputs, face_table,
+                                                no_face_hint, predict_files)
 
     if not args.paths and args.webcam is None:
         raise ValueError("give image, folder or video paths, or --webcam")
-    if not (math.isfinite(args.max_megapixels) and args.max_megapixels > 0) or args.workers < 1:
-        raise ValueError(f"--max-megapixels must be a finite positive number and --workers at least 1, got "
-                         f"{args.max_megapixels} and {args.workers}")
+    if not (math.isfinite(args.max_megapixels) and args.max_megapixels > 0):
+        raise ValueError(f"--max-megapixels must be a finite positive number, got {args.max_megapixels}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, got {args.workers}")
+    if not 1 <= args.every <= 1_000_000:
+        raise ValueError(f"--every must be between 1 and 1,000,000 frames, got {args.every}")
     csv_path, json_path, annotate_dir = (Path(p) if p else None for p in (args.csv, args.json, args.annotate))
     inputs = expand_inputs(args.paths)
     check_outputs(csv_path, json_path, annotate_dir, inputs, force=args.force, resume=args.resume, make_dirs=args.mkdir)
@@ -43,10 +49,12 @@ def _predict(args: argparse.Namespace) -> int:
                             workers=args.workers)
     finally:
         writer.close()
-    print(face_table(run.rows) if run.rows else "no faces found")
+    to_stdout = STDOUT in (csv_path, json_path)  # the rows are on standard output: the table goes to stderr
+    print(face_table(run.rows) if run.rows else "no faces found", file=sys.stderr if to_stdout else sys.stdout)
     for name in run.files_without_faces:
         print(f"no face: {terminal_text(name)}", file=sys.stderr)
-    outputs = terminal_text(" and ".join(str(p) for p in (csv_path, json_path) if p)) or "no file (pass --csv or --json to keep them)"
+    outputs = terminal_text(" and ".join("standard output" if p == STDOUT else str(p) for p in (csv_path, json_path)
+                                         if p)) or "no file (pass --csv or --json to keep them)"
     resumed = f", {run.already_done} already in the outputs" if run.already_done else ""
     print(f"{len(run.rows)} faces with {predictor.runtime} ({predictor.path.name}) from {run.done} of {run.total} inputs"
           f"{resumed}; {len(run.problems)} skipped, {len(run.files_without_faces)} without a face; written to {outputs}",
@@ -75,7 +83,8 @@ def _webcam(index: int, predictor, stage) -> int:
             ok, image = camera.read()
             if not ok:
                 break
-            for i, (face, p) in enumerate(classify_faces(stage, predictor, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))):
+            frame_rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # the detector takes colour (HOG makes it gray)
+            for i, (face, p) in enumerate(classify_faces(stage, predictor, frame_rgb)):
                 print(f"frame {frame} face {i} {face.box}: {CLASS_NAMES[int(p.argmax())]} {p.max():.2f}")
             frame += 1
     except KeyboardInterrupt:
@@ -127,7 +136,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                       ("lightfer predict photo.jpg",
                        "lightfer predict photos/ --csv faces.csv --annotate annotated/ --mkdir",
                        "lightfer predict clip.mp4 --every 5 --full-detect-every 10 --json faces.jsonl",
-                       "lightfer predict party.jpg --detector blazeface --min-score 0.7 --csv faces.csv",
+                       "lightfer predict party.jpg --min-score 0.7 --csv faces.csv   # fewer, surer faces",
+                       "lightfer predict photo.jpg --detector hog   # the paper's detector",
+                       "lightfer predict photos/ --csv - | grep happy",
                        "lightfer predict crops/ --crops --model light_fer_net_deep:tflite_int8"), _predict)
     predict.add_argument("paths", nargs="*", help="images, folders (searched recursively) and videos")
     predict.add_argument("--model", help="model file (.onnx, .tflite, .keras, .engine) or shipped model NAME[:FORMAT] "
@@ -137,11 +148,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help=f"smallest face side searched for, in pixels (default {DEFAULT_MIN_FACE}: the detector's "
                          "window at full resolution; larger is faster, e.g. 160 for a webcam close-up; smaller finds "
                          "smaller faces, slower)")
-    predict.add_argument("--detector", choices=DETECTORS, default="hog",
-                         help="the face detector: hog (dlib's, the paper's) or blazeface (MediaPipe's CNN, faster; "
-                         "docs/predict.md compares them)")
-    predict.add_argument("--alignment", choices=ALIGNMENTS, help="the eye points that level the face: dlib68 (dlib's "
-                         "68-point predictor; hog's default) or eyes (BlazeFace's keypoints; its default)")
+    predict.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                         help="the face detector: blazeface (MediaPipe's CNN: about 3x faster end to end, starts in a "
+                         "fraction of the time, finds smaller faces) or hog (dlib's, the paper's; fewer false faces); "
+                         "docs/predict.md compares them")
+    predict.add_argument("--alignment", choices=ALIGNMENTS, help="the eye points that level the face: eyes "
+                         "(BlazeFace's keypoints; its default) or dlib68 (dlib's 68-point predictor; hog's default)")
     predict.add_argument("--min-score", type=float, help="the detector's score threshold (default: its own, "
                          f"{', '.join(f'{d} {s:g}' for d, s in DEFAULT_MIN_SCORES.items())}); the score is a column "
                          "of --csv/--json")
@@ -152,17 +164,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--full-detect-every", type=int, default=0, metavar="K",
                          help="videos and webcam: search the whole frame only every K frames (and when a face is lost), "
                          "in between only around the last faces; 0 (default): the whole frame every time, as the paper")
-    predict.add_argument("--csv", help="write one row per face here, as each input finishes")
+    predict.add_argument("--csv", help="write one row per face here, as each input finishes ('-': standard output)")
     predict.add_argument("--json", help="write JSON Lines here, as each input finishes: one record per face, per "
-                         "input without a face and per skipped input")
+                         "input without a face and per skipped input ('-': standard output)")
     predict.add_argument("--annotate", help="folder for annotated copies (box, emotion, probability); names keep "
                          "the path below the folder given")
     predict.add_argument("--force", action="store_true", help="replace existing --csv/--json files and annotated copies")
     predict.add_argument("--resume", action="store_true", help="continue --csv/--json: skip the inputs they already hold")
     predict.add_argument("--mkdir", action="store_true", help="create missing output folders")
     predict.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                         help="inputs processed at once (default: the CPU count, here %(default)s); results keep the "
-                         "input order")
+                         help=f"inputs processed at once, 1 to {MAX_WORKERS} (default: the CPU count, here %(default)s; "
+                         "a single input runs without a pool); results keep the input order")
     predict.add_argument("--strict", action="store_true", help="exit 1 if any input was unreadable or had no face")
     predict.add_argument("--webcam", type=int, nargs="?", const=0, help="classify camera frames (index, default 0)")
 

@@ -37,6 +37,8 @@ def _train(args: argparse.Namespace) -> int:
     from lightfer_utils.training.train import train
     from lightfer_utils.training.trainingdir import TrainingDir
 
+    if not 0 < args.subset <= 1:  # also refuses NaN
+        raise ValueError(f"--subset must be a fraction in (0, 1], got {args.subset}")
     out = Path(args.out)
     given = vars(args)  # settings left out are not in the namespace (their options default to SUPPRESS)
     if args.resume:

@@ -254,7 +254,7 @@ def benchmark_table(predictors: Dict[str, object], not_run: List[Tuple[str, str]
 def save_benchmark_inputs(run, faces: np.ndarray) -> List[str]:
     """05: the faces and 640x480 frames 06 times, saved in the run (RunDir.benchmark_inputs) so a
     Jetson without the data set can run 06; returns the file names."""
-    from lightfer_utils.runtime.tagging import benchmark_frames
+    from lightfer_utils.runtime.face_photos import benchmark_frames
 
     run.benchmark_inputs.mkdir(parents=True, exist_ok=True)  # a cell run again writes the same files
     np.save(str(run.benchmark_faces), faces)
@@ -275,40 +275,6 @@ def pipeline_table(predictors: Dict[str, object], stage, frames: np.ndarray, ite
     rows = [dict(format=name, **pipeline_benchmark(predictors[name], stage, frames, iterations))
             for name in PIPELINE_FORMATS if name in predictors]
     return pd.DataFrame(rows).set_index("format")
-
-
-def labelled_face_frames(faces: Sequence[Tuple[np.ndarray, float]], count: int = 24, size: Tuple[int, int] = (1280, 960),
-                         per_frame: int = 6, sizes: Sequence[int] = FACE_SIZES, seed: int = 0
-                         ) -> Tuple[List[np.ndarray], List[List[Tuple[Tuple[int, int, int, int], int]]]]:
-    """Frames with real faces pasted at known places, each scaled so that the detector's box of it
-    has a side from `sizes` (cycling): `faces` holds (face image, box side / image side as the
-    detector frames it). Returns the frames and each frame's (pasted box, face size) pairs."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    frames, truths = [], []
-    sides = iter(np.resize(sizes, count * per_frame))
-    for _ in range(count):
-        noise = rng.integers(60, 200, (size[1] // 32, size[0] // 32)).astype(np.uint8)
-        frame = cv2.resize(noise, size, interpolation=cv2.INTER_CUBIC)
-        placed = []  # type: List[Tuple[Tuple[int, int, int, int], int]]
-        for _ in range(per_frame):
-            face_size = int(next(sides))
-            image, ratio = faces[int(rng.integers(len(faces)))]
-            side = int(round(face_size / ratio))
-            for _attempt in range(50):  # a free place, one face away from the others
-                left, top = int(rng.integers(0, size[0] - side)), int(rng.integers(0, size[1] - side))
-                box = (left, top, left + side, top + side)
-                if all(box[2] + side <= b[0] or b[2] + side <= box[0] or box[3] + side <= b[1] or b[3] + side <= box[1]
-                       for b, _ in placed):
-                    break
-            else:
-                continue
-            frame[top:top + side, left:left + side] = cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
-            placed.append((box, face_size))
-        frames.append(frame)
-        truths.append(placed)
-    return frames, truths
 
 
 def matches(found: Sequence[Tuple[int, int, int, int]], truth: Tuple[int, int, int, int]) -> bool:
@@ -339,58 +305,55 @@ def face_recall(stage_for: Callable[[int], object], min_faces: Sequence[int], fr
                 found_per_size[face_size][0] += matches(found, box)
                 found_per_size[face_size][1] += 1
             false += sum(not any(matches([f], box) for box, _ in placed) for f in found)
-        row = {"min_face": min_face, "ms_per_frame": 1000 * seconds / len(frames), "false_detections": false}
+        hits, total = (sum(counts[i] for counts in found_per_size.values()) for i in (0, 1))
+        row = {"min_face": min_face, "ms_per_frame": 1000 * seconds / len(frames), "false_detections": false,
+               "recall": hits / max(total, 1)}
         row.update({"recall_{}px".format(s): hit / max(total, 1) for s, (hit, total) in found_per_size.items()})
         rows.append(row)
     return rows
 
 
-def findable_faces(candidates: Sequence[np.ndarray], stage, side: int = 200) -> List[Tuple[np.ndarray, float]]:
-    """The candidate faces `stage` finds when each is pasted alone at `side` px on a gray canvas,
-    with how it frames them (its box side / the face's side): the pool of labelled_face_frames."""
-    import cv2
-
-    pool = []
-    for face in candidates:
-        canvas = np.full((3 * side, 3 * side), 128, np.uint8)
-        canvas[side:2 * side, side:2 * side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
-        stage.reset()
-        found = stage(canvas)
-        if found:
-            pool.append((face, (found[0].box[2] - found[0].box[0]) / side))
-    return pool
-
-
-def face_recall_table(stage_for: Callable[[int], object], min_faces: Sequence[int], pool: List[Tuple[np.ndarray, float]],
+def face_recall_table(stage_for: Callable[[int], object], min_faces: Sequence[int], photos: Sequence[object],
                       frames: int = 24):
-    """`lightfer bench faces`: recall per face size, false detections and ms per frame for each
-    min-face setting on `frames` 1280x960 frames of pasted faces, and on one 12 MP photo with 9
-    faces of 135 px."""
+    """`lightfer bench faces`: for each min-face setting, recall per face size on `frames`
+    1280x960 composites of the photos' hand-labelled faces (runtime/face_photos.py), on 20 faces of
+    48 px in one frame and on a 12 MP composite with 9 faces of 135 px; recall on the photos
+    themselves; false detections and ms per frame."""
     import pandas as pd
 
-    pictures, truths = labelled_face_frames(pool, count=frames)
-    table = pd.DataFrame(face_recall(stage_for, min_faces, pictures, truths)).set_index("min_face")
-    photo, photo_truth = labelled_face_frames(pool, count=1, size=(4032, 3024), per_frame=9, sizes=(135,), seed=1)
-    twelve = pd.DataFrame(face_recall(stage_for, min_faces, photo, photo_truth)).set_index("min_face")
-    table["ms_per_12mp_photo"] = twelve["ms_per_frame"]
-    table["recall_12mp_135px"] = twelve["recall_135px"]
+    from lightfer_utils.runtime.face_photos import composites, face_crops, photo_truths
+
+    def run(pictures: List[np.ndarray], truths: list):
+        return pd.DataFrame(face_recall(stage_for, min_faces, pictures, truths)).set_index("min_face")
+
+    crops = face_crops(photos)
+    table = run(*composites(crops, frames))
+    crowd = run(*composites(crops, 1, per_frame=20, sizes=(48,), seed=2))
+    twelve = run(*composites(crops, 1, size=(4032, 3024), per_frame=9, sizes=(135,), seed=1))
+    real = run(*photo_truths(photos))
+    table["recall_crowd_48px"] = crowd["recall"]
+    table["recall_12mp_135px"], table["ms_per_12mp_photo"] = twelve["recall"], twelve["ms_per_frame"]
+    table["recall_photos"], table["false_on_photos"] = real["recall"], real["false_detections"]
     return table
 
 
 def pipeline_factories(predictor, min_faces: Sequence[int], workers: int, peer: Tuple[str, Callable[[], object]] = None,
-                       detectors: Sequence[str] = ("hog",)) -> Dict[str, Callable[[], Callable[[np.ndarray], list]]]:
+                       detectors: Sequence[str] = ("hog",), full_detect_every: int = 0
+                       ) -> Dict[str, Callable[[], Callable[[np.ndarray], list]]]:
     """One factory per pipeline of `lightfer bench pipeline`: ours for each detector at each min-face
-    (each worker with its own face stage and predictor session) and, when given, the peer's (name,
-    factory)."""
+    (each worker with its own face stage and predictor session; `full_detect_every`: predict's
+    video mode) and, when given, the peer's (name, factory)."""
     from lightfer_utils.runtime.faces import FaceStage, classify_faces
 
     def ours(detector: str, min_face: int) -> Callable[[], Callable[[np.ndarray], list]]:
         def make() -> Callable[[np.ndarray], list]:
-            stage, own = FaceStage(min_face=min_face, detector=detector), predictor.for_worker(workers)
+            stage = FaceStage(min_face=min_face, detector=detector, full_detect_every=full_detect_every)
+            own = predictor.for_worker(workers)
             return lambda frame: classify_faces(stage, own, frame)
         return make
 
-    factories = {"lightfer {} --min-face {}".format(d, m): ours(d, m) for d in detectors for m in min_faces}
+    video = " --full-detect-every {}".format(full_detect_every) if full_detect_every else ""
+    factories = {"lightfer {} --min-face {}{}".format(d, m, video): ours(d, m) for d in detectors for m in min_faces}
     if peer is not None:
         factories[peer[0]] = peer[1]
     return factories

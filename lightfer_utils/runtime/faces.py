@@ -7,25 +7,28 @@ Python 3.6, so it runs in the edge install and on JetPack 4.6.
 """
 
 import math
-import re
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 PathLike = Union[str, Path]
 
 import numpy as np
 
+from lightfer_utils.runtime.media import gray_of
+
 FACE_SIZE = 48
 LEFT_EYE = slice(36, 42)  # landmarks of the eye on the image's left (the subject's right eye)
 RIGHT_EYE = slice(42, 48)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 # dlib's HOG face detector scans an 80x80 window over an image pyramid: at scale 1 it finds faces
 # from about 80 px up. To find faces of at least `min_face` px the image is scaled by 80 / min_face
 # first: larger faces only -> a smaller image -> faster.
 DETECTOR_WINDOW = 80
 DEFAULT_MIN_FACE = 80
 DETECTORS = ("hog", "blazeface")
+# `lightfer predict`'s detector, chosen by `lightfer bench faces` and `bench pipeline` (docs/predict.md);
+# the notebooks and the paper's tables keep HOG, the paper's
+DEFAULT_DETECTOR = "blazeface"
 ALIGNMENTS = ("dlib68", "eyes")
 # each detector's own score threshold: dlib's 0 (docs/measurements.md), MediaPipe's 0.5
 DEFAULT_MIN_SCORES = {"hog": 0.0, "blazeface": 0.5}
@@ -33,14 +36,6 @@ DEFAULT_MIN_SCORES = {"hog": 0.0, "blazeface": 0.5}
 # TILE_FACES * min_face is also searched in overlapping tiles of that side (and of 4x, 16x it), so
 # that --min-face keeps its meaning for both detectors.
 TILE_FACES = 8
-# Images above this many pixels are refused before they are decoded (a 15000x15000 PNG would
-# take 225 MB as gray and more while decoding); 120 MP admits every phone and DSLR photo.
-DEFAULT_MAX_PIXELS = 120_000_000
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-
-
-class ImageReadError(ValueError):
-    """A file that is not a readable image (or video)."""
 
 
 class Face(NamedTuple):
@@ -70,83 +65,15 @@ class StageTimes:
         return result
 
 
-def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, color: bool = False) -> np.ndarray:
-    """Any image file as 8-bit gray [H, W] (RGB(A), palette, 16-bit and gray images), or with
-    `color` as RGB [H, W, 3] when it has colour; EXIF rotation applied. The file is only read; an
-    image over `max_pixels` is refused before decoding."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def shape_predictor_file() -> Path:
+    """dlib's 68-point predictor from the face_recognition_models package, found without importing
+    it (its import loads pkg_resources: half a second of a one-photo run)."""
+    import importlib.util
 
-    source = Path(path)
-    if not source.is_file():
-        raise ImageReadError("{}: no such file".format(source))
-    if source.stat().st_size == 0:
-        raise ImageReadError(f"{source}: empty file (0 bytes)")
-    import warnings
-
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check then refuses beyond twice our limit, ours below
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                if image.width * image.height > max_pixels:
-                    raise ImageReadError("{}: {}x{} pixels is over the limit of {:,} (--max-megapixels)".format(
-                        source, image.width, image.height, max_pixels))
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(image) if color and image.mode not in GRAY_MODES else to_gray(image)
-    except ImageReadError:
-        raise
-    except Image.DecompressionBombError as err:  # Pillow refused the header: over twice our limit
-        found = re.search(r"\((\d+) pixels\)", str(err))
-        size = "{:,} pixels".format(int(found.group(1))) if found else "its size"
-        raise ImageReadError("{}: {} is over the limit of {:,} (--max-megapixels)".format(source, size, max_pixels)) from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{source}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or damaged data
-        raise ImageReadError(f"{source}: damaged or truncated image ({err})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-
-
-GRAY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
-
-
-def _on_white(image):
-    """A Pillow image with transparency composited on white; others unchanged."""
-    from PIL import Image
-
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        background.alpha_composite(image)
-        return background
-    return image
-
-
-def to_rgb(image) -> np.ndarray:
-    """A Pillow colour image as uint8 RGB; transparent pixels become white."""
-    return np.asarray(_on_white(image).convert("RGB"), dtype=np.uint8)
-
-
-def gray_of(image: np.ndarray) -> np.ndarray:
-    """A gray [H, W] or RGB [H, W, 3] uint8 image as gray."""
-    import cv2
-
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
-    if image.ndim != 2:
-        raise ValueError(f"expected a gray [H, W] or RGB [H, W, 3] image, got shape {image.shape}")
-    return np.ascontiguousarray(image, dtype=np.uint8)
-
-
-def to_gray(image) -> np.ndarray:
-    """A Pillow image of any mode as uint8 gray; 16/32-bit images are scaled, not clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = values.max()
-        return (values * (255.0 / top)).round().astype(np.uint8) if top > 0 else np.zeros(values.shape, np.uint8)
-    return np.asarray(_on_white(image).convert("L"), dtype=np.uint8)  # transparent pixels become white
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("dlib's shape predictor needs the face_recognition_models package: pip install lightfer")
+    return Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
 
 
 class FaceStage:
@@ -194,9 +121,7 @@ class FaceStage:
             import dlib
 
             if predictor_path is None:
-                import face_recognition_models
-
-                predictor_path = face_recognition_models.pose_predictor_model_location()
+                predictor_path = shape_predictor_file()
             if not Path(predictor_path).is_file():
                 raise FileNotFoundError(f"dlib shape predictor not found: {predictor_path}")
             self.shape_predictor = dlib.shape_predictor(str(predictor_path))
@@ -343,61 +268,6 @@ def suppress_overlaps(found: List[Tuple[Box, float, Optional[np.ndarray]]], over
         else:
             kept.append(item)
     return kept
-
-
-def video_frames(path: PathLike, every: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 color: bool = False) -> Iterator[Tuple[int, np.ndarray]]:
-    """(frame index, gray frame, or RGB with `color`) for every `every`-th frame of a video file;
-    frames over `max_pixels` are refused, by the header's size before any is decoded and by each frame's."""
-    import cv2
-
-    if not Path(path).is_file():  # a FIFO or device would block the reader
-        raise ImageReadError("{}: not a regular file".format(path))
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise ImageReadError(f"{path}: not a video OpenCV can read")
-    try:
-        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if width * height > max_pixels:
-            raise ImageReadError("{}: frames of {}x{} pixels are over the limit of {:,} (--max-megapixels)".format(
-                path, width, height, max_pixels))
-        index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if frame.shape[0] * frame.shape[1] > max_pixels:
-                raise ImageReadError("{}: frame {} of {}x{} pixels is over the limit of {:,} (--max-megapixels)".format(
-                    path, index, frame.shape[1], frame.shape[0], max_pixels))
-            if index % every == 0:
-                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if color else cv2.COLOR_BGR2GRAY)
-            index += 1
-        if index == 0:
-            raise ImageReadError(f"{path}: no readable frames")
-    finally:
-        capture.release()
-
-
-def video_frame_rate(path: PathLike) -> float:
-    """The video's frames per second as its header says (25 when it says nothing usable)."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    try:
-        rate = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
-    finally:
-        capture.release()
-    return rate if math.isfinite(rate) and 0 < rate <= 1000 else 25.0
-
-
-def video_frame_count(path: PathLike) -> int:
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    try:
-        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    finally:
-        capture.release()
 
 
 def crop_as_face(gray: np.ndarray) -> Face:

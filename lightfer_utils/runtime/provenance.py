@@ -16,6 +16,12 @@ from typing import Any, Dict, Iterable, Optional
 # the repository (an editable install); run directories, notebooks and git live here
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+
+def cache_dir() -> Path:
+    """The machine's cache for lightfer (decoded data, live training, fetched files):
+    $LIGHTFER_CACHE, default ~/.cache/lightfer."""
+    return Path(os.environ.get("LIGHTFER_CACHE") or Path.home() / ".cache" / "lightfer")
+
 TRACKED_PACKAGES = (
     "lightfer", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx", "onnx",
     "onnxruntime", "onnxruntime-gpu", "onnxconverter-common", "ai-edge-litert", "tensorrt", "dlib-bin",

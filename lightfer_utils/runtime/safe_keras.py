@@ -190,6 +190,8 @@ def architecture_config(path: Union[str, Path]) -> dict:
         raise
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise ModelLoadError("cannot read the architecture of {}: {}".format(source, err)) from None
+    except RecursionError:
+        raise ModelLoadError("cannot read the architecture of {}: its config.json is nested too deeply".format(source)) from None
     if not isinstance(config, dict):
         raise ModelLoadError("{}: its architecture config is not a JSON object".format(source))
     return config
@@ -226,11 +228,23 @@ def _onnx_tensors(graph) -> Iterator[Any]:
                 yield from _onnx_tensors(subgraph)
 
 
+def _mentions(path: Path, word: bytes) -> bool:
+    import mmap
+
+    with open(str(path), "rb") as handle:
+        if handle.seek(0, 2) == 0:
+            return False
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(word) >= 0
+
+
 def check_onnx_external_data(path: Union[str, Path]) -> None:
     """Refuse an ONNX model whose external-data files lie outside its own folder."""
-    import onnx
-
     source = Path(path)
+    if not _mentions(source, b"location"):  # no external-data entry without its "location" key: nothing to check
+        return
+    import onnx  # ~1 s to import: only for the files that may point elsewhere
+
     try:
         model = onnx.load(str(source), load_external_data=False)
     except Exception as err:  # protobuf decode errors have several types

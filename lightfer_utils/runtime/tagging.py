@@ -11,6 +11,7 @@ outputs already hold. Outputs are checked before the first image is read.
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -18,15 +19,16 @@ import numpy as np
 
 from lightfer_utils import CLASS_NAMES
 from lightfer_utils.runtime.safe_text import csv_cell, path_text, terminal_text
-from lightfer_utils.runtime.faces import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, FaceStage, classify_faces,
-                                          crop_as_face, gray_of, read_image, video_frame_count, video_frame_rate,
-                                          video_frames)
+from lightfer_utils.runtime.faces import FaceStage, classify_faces, crop_as_face
+from lightfer_utils.runtime.media import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, gray_of, read_image,
+                                          video_frame_count, video_frame_rate, video_frames)
 from lightfer_utils.runtime.predictor import Predictor
 
 # the box as corners and as x, y, w, h (the peers' convention); score: the face detector's
 COLUMNS = ["file", "frame", "face", "left", "top", "right", "bottom", "x", "y", "w", "h", "score",
            *("p_" + c for c in CLASS_NAMES), "emotion", "probability"]
 PathLike = Union[str, Path]
+STDOUT = Path("-")  # as --csv or --json: standard output
 
 
 class InputFile(NamedTuple):
@@ -84,12 +86,18 @@ def check_outputs(csv_path: Optional[Path], json_path: Optional[Path], annotate_
     twice, an existing file without --force or --resume, annotated copies that would collide."""
     if force and resume:
         raise ValueError("--force replaces the outputs and --resume continues them: choose one")
-    files = [p for p in (csv_path, json_path) if p is not None]
+    if csv_path == STDOUT and json_path == STDOUT:
+        raise ValueError("--csv - and --json - both name standard output: give one of them a file")
+    if resume and STDOUT in (csv_path, json_path):
+        raise ValueError("--resume continues a file; standard output (-) cannot be continued")
+    files = [p for p in (csv_path, json_path) if p is not None and p != STDOUT]
     if len(files) == 2 and files[0].resolve() == files[1].resolve():
         raise ValueError("--csv and --json name the same file {}: give each its own".format(files[0]))
     for target in files:
         if target.is_dir():
             raise ValueError("{} is a folder; --csv and --json take a file name".format(target))
+        if target.exists() and not target.is_file():
+            raise ValueError("{} is not a regular file (a device, FIFO or socket); --csv and --json write files".format(target))
         if not target.parent.is_dir():
             if target.parent.exists():
                 raise ValueError("{} is not a folder".format(target.parent))
@@ -102,6 +110,9 @@ def check_outputs(csv_path: Optional[Path], json_path: Optional[Path], annotate_
     if annotate_dir is not None:
         if annotate_dir.exists() and not annotate_dir.is_dir():
             raise ValueError("--annotate {} is a file; it takes a folder".format(annotate_dir))
+        blocking = next((f for f in annotate_dir.parents if f.exists() and not f.is_dir()), None)
+        if blocking is not None:
+            raise ValueError("--annotate {}: {} is a file, not a folder".format(annotate_dir, blocking))
         if not annotate_dir.parent.is_dir() and not make_dirs:
             raise FileNotFoundError("folder {} does not exist (create it, or pass --mkdir)".format(annotate_dir.parent))
         existing = next(folder for folder in (annotate_dir, *annotate_dir.parents) if folder.exists())
@@ -161,9 +172,15 @@ class ResultWriter:
     face or skipped), written and flushed as each input finishes."""
 
     def __init__(self, csv_path: Optional[Path] = None, json_path: Optional[Path] = None, resume: bool = False):
+        """STDOUT as a path writes to standard output (never locked, never closed here)."""
         self.done = set()  # type: Set[str]  # inputs the outputs already hold (resume)
         self._csv = self._json = None
-        if csv_path is not None:
+        self._stdout = sys.stdout if STDOUT in (csv_path, json_path) else None
+        if csv_path == STDOUT:
+            self._csv = self._stdout
+            self._csv.write(",".join(COLUMNS) + "\r\n")
+            self._csv.flush()
+        elif csv_path is not None:
             appending = resume and csv_path.exists() and csv_path.stat().st_size > 0
             if appending:
                 _trim_partial_line(csv_path)
@@ -176,7 +193,9 @@ class ResultWriter:
             if not appending:
                 self._csv.write(",".join(COLUMNS) + "\r\n")
                 self._csv.flush()
-        if json_path is not None:
+        if json_path == STDOUT:
+            self._json = self._stdout
+        elif json_path is not None:
             appending = resume and json_path.exists()
             if appending:
                 _trim_partial_line(json_path)
@@ -206,7 +225,7 @@ class ResultWriter:
 
     def close(self) -> None:
         for handle in (self._csv, self._json):
-            if handle is not None:
+            if handle is not None and handle is not self._stdout:
                 handle.close()
 
 
@@ -256,7 +275,6 @@ def _predict_input(item: InputFile, predictor: Predictor, stage: FaceStage, ever
                    crops: bool, max_pixels: int, progress: bool) -> List[dict]:
     """Every face of one image or video; raises on a bad input."""
     import cv2
-    from tqdm import tqdm
 
     path = item.path
     is_video = path.suffix.lower() in VIDEO_SUFFIXES
@@ -268,6 +286,8 @@ def _predict_input(item: InputFile, predictor: Predictor, stage: FaceStage, ever
     # colour where it is used: BlazeFace sees it, annotated copies keep it
     frames = _frames(path, every, max_pixels, color=stage.detector_name == "blazeface" or target is not None)
     if is_video and progress:
+        from tqdm import tqdm
+
         frames = tqdm(frames, total=-(-video_frame_count(path) // every), desc=path.name, unit="frame", leave=False)
     try:
         for frame, image in frames:
@@ -308,8 +328,6 @@ def predict_files(
     """Every face of every input (from expand_inputs). A bad input is recorded (and reported to `on_skip` at once) and
     the batch goes on; each finished input goes to `writer`, in input order; Ctrl-C stops after the
     finished ones. `workers` inputs are processed at once."""
-    from tqdm import tqdm
-
     if every < 1:
         raise ValueError("--every must be at least 1, got {}".format(every))
     run = PredictionRun()
@@ -336,17 +354,25 @@ def predict_files(
                 writer.record(path_text(item.path), rows)
         run.done += 1
 
-    bar = tqdm(total=len(todo), desc="predicting", unit="file", disable=not progress or len(todo) < 2)
+    bar = _progress_bar(len(todo)) if progress and len(todo) >= 2 else None
     try:
         for item, rows, error in _results(todo, predictor, stage, every, annotate_dir, crops, max_pixels,
-                                          progress and workers == 1, workers):
+                                          progress and (workers == 1 or len(todo) == 1), workers):
             record(item, rows, error)
-            bar.update()
+            if bar is not None:
+                bar.update()
     except KeyboardInterrupt:
         run.interrupted = True
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return run
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm  # imported only for a batch: a tenth of a second of a one-photo run
+
+    return tqdm(total=total, desc="predicting", unit="file")
 
 
 def _results(todo: List[InputFile], predictor: Predictor, stage: FaceStage, every: int, annotate_dir: Optional[Path],
@@ -361,7 +387,7 @@ def _results(todo: List[InputFile], predictor: Predictor, stage: FaceStage, ever
         except Exception as err:  # one bad input never ends the batch
             return item, None, err
 
-    if workers <= 1:
+    if workers <= 1 or len(todo) <= 1:  # one input gains nothing from a pool
         for item in todo:
             yield one(item, predictor, stage)
         return
@@ -406,36 +432,3 @@ def no_face_hint(run: PredictionRun, min_face: int, crops: bool) -> str:
         return ""
     return ("no face found in any input. Faces smaller than --min-face {} px are not searched for: try a smaller "
             "--min-face (slower); if the images are face crops already (e.g. FER2013's 48x48), pass --crops".format(min_face))
-
-
-def benchmark_frames(count: int = 4, size: Tuple[int, int] = (640, 480), face_scale: float = 2.0) -> np.ndarray:
-    """640x480 gray frames, each holding the astronaut's face from scikit-image at a new place,
-    scaled by `face_scale` (2.0: a ~175 px face, as a webcam close-up shows one)."""
-    import cv2
-    from skimage import data
-
-    head = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)[30:230, 130:310]
-    face = cv2.resize(head, None, fx=face_scale, fy=face_scale, interpolation=cv2.INTER_CUBIC)
-    rng = np.random.default_rng(0)
-    frames = []
-    for _ in range(count):
-        frame = np.full((size[1], size[0]), 128, np.uint8)
-        top, left = rng.integers(0, size[1] - face.shape[0] + 1), rng.integers(0, size[0] - face.shape[1] + 1)
-        frame[top:top + face.shape[0], left:left + face.shape[1]] = face
-        frames.append(frame)
-    return np.stack(frames)
-
-
-def moving_face_frames(count: int = 100, size: Tuple[int, int] = (640, 480)) -> np.ndarray:
-    """Consecutive 640x480 gray frames of a video-like clip: the astronaut's face gliding along an
-    ellipse, a few pixels per frame (for the face stage's full_detect_every mode)."""
-    import cv2
-    from skimage import data
-
-    face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)[0:260, 100:330]
-    free_x, free_y = size[0] - face.shape[1], size[1] - face.shape[0]
-    frames = np.full((count, size[1], size[0]), 128, np.uint8)
-    for i, angle in enumerate(np.linspace(0, 2 * np.pi, count, endpoint=False)):
-        left, top = int(free_x / 2 * (1 + np.cos(angle))), int(free_y / 2 * (1 + np.sin(angle)))
-        frames[i, top:top + face.shape[0], left:left + face.shape[1]] = face
-    return frames

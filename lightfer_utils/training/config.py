@@ -17,6 +17,12 @@ from lightfer_utils.training.trainingdir import TrainingDir
 PRECISIONS = ("float32", "mixed_bfloat16")  # compute precisions of training (training/precision.py)
 
 
+# each numeric augmentation setting's upper bound and whether the bound itself is allowed
+AUGMENTATION_RANGES = {"max_shift": (1.0, True), "max_rotation_deg": (180.0, True), "max_zoom": (1.0, False),
+                       "max_brightness": (1.0, True), "max_contrast": (1.0, False), "erase_probability": (1.0, True),
+                       "erase_max_area": (1.0, True), "mixup_alpha": (100.0, True)}
+
+
 @dataclass(frozen=True)
 class Augmentation:
     flip: bool = True
@@ -32,6 +38,17 @@ class Augmentation:
     def as_dict(self) -> dict[str, float | bool]:
         return asdict(self)
 
+    def check(self) -> None:
+        """Every setting finite and in its range (from the command line or a config file)."""
+        for name, (top, closed) in AUGMENTATION_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0 or value > top or (value == top and not closed):
+                raise ValueError(f"augmentation setting {name!r} must be a number in [0, {top:g}{']' if closed else ')'}, "
+                                 f"got {value!r}")
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"augmentation setting 'flip' must be true or false, got {self.flip!r}")
+
     def changed(self, changes: dict[str, object]) -> Augmentation:
         """These settings with `changes` (user input: names and types are checked)."""
         settings = self.as_dict()
@@ -41,7 +58,9 @@ class Augmentation:
             wanted = bool if isinstance(settings[name], bool) else (int, float)
             if not isinstance(value, wanted) or (wanted != bool and isinstance(value, bool)) or value < 0:
                 raise ValueError(f"augmentation setting {name!r} must be {'true or false' if wanted == bool else 'a number >= 0'}, got {value!r}")
-        return Augmentation(**{**settings, **changes})
+        changed = Augmentation(**{**settings, **changes})
+        changed.check()
+        return changed
 
 
 @dataclass
@@ -86,9 +105,10 @@ class TrainConfig:
     def check(self) -> None:
         """Every number finite, whole where it counts, and in its range: these come from the command
         line and from config files, and are checked before anything is written."""
-        ranges = {"epochs": (lambda v: v >= 1, ">= 1"), "batch_size": (lambda v: v >= 1, ">= 1"),
+        ranges = {"epochs": (lambda v: 1 <= v <= 100_000, "in [1, 100000]"),
+                  "batch_size": (lambda v: 1 <= v <= 65_536, "in [1, 65536]"),
                   "warmup_epochs": (lambda v: v >= 0, ">= 0"), "patience": (lambda v: v >= 0, ">= 0 (0: never stop)"),
-                  "seed": (lambda v: True, "any whole number"), "learning_rate": (lambda v: v >= 0, ">= 0"),
+                  "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"), "learning_rate": (lambda v: v >= 0, ">= 0"),
                   "min_learning_rate": (lambda v: v >= 0, ">= 0"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
                   "distill_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"), "distill_temperature": (lambda v: v > 0, "> 0"),
                   "weight_average_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: off)")}
@@ -99,10 +119,27 @@ class TrainConfig:
             if not number or (name in whole and not isinstance(value, int)) or not in_range(value):
                 kind = "a whole number" if name in whole else "a finite number"
                 raise ValueError(f"{name} must be {kind} {wanted}, got {value!r}")
+        if not isinstance(self.model_config, dict) or not _finite(self.model_config):
+            raise ValueError(f"model_config must be a JSON object of finite values, got {self.model_config!r}")
+        if self.augmentation is not None:
+            if not isinstance(self.augmentation, dict) or set(self.augmentation) - set(Augmentation().as_dict()):
+                raise ValueError(f"augmentation must be an object of the settings {', '.join(Augmentation().as_dict())}, "
+                                 f"got {self.augmentation!r}")
+            Augmentation(**self.augmentation).check()
 
     def same_run(self, other: TrainConfig) -> bool:
         """Whether `other` describes the same run: everything equal but the compute precision."""
         return replace(self, precision="").to_json() == replace(other, precision="").to_json()
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def project_path(model: str) -> Path:
@@ -118,14 +155,18 @@ def load_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     defaults, which leave such runs as they were."""
     path = TrainingDir(run_dir).config
     try:
-        settings = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:
         raise ValueError(f"{path} is not JSON ({err})") from None
     known = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(settings) - known) if isinstance(settings, dict) else []
     if not isinstance(settings, dict) or unknown:
         raise ValueError(f"{path}: not a training config ({'unknown setting ' + ', '.join(unknown) if unknown else 'not a JSON object'})")
     config = TrainConfig(**settings)
-    if config.augmentation is not None:
-        config.augmentation = Augmentation(**config.augmentation).as_dict()
+    try:
+        config.check()
+        if config.augmentation is not None:
+            config.augmentation = Augmentation(**config.augmentation).as_dict()
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: {err}") from None
     return config

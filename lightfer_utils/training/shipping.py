@@ -36,11 +36,17 @@ OUTPUT_CONTRACT = "float32 [N, 7]: class probabilities in FER2013 order " + ", "
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
-def _card_header(name: str) -> dict[str, Any]:
-    """Taken before any file is written: replacing a tracked model file would make git's tree look dirty.
-    The name is checked here, so that every model file stays inside its folder."""
+def check_model_name(name: str) -> str:
+    """A name for model files: letters, digits, '_' and '-', so that every file stays in its folder."""
     if not MODEL_NAME.fullmatch(name):
         raise ValueError(f"--name: a model name is letters, digits, '_' and '-' (at most 100, no path), got {name!r}")
+    return name
+
+
+def _card_header(name: str) -> dict[str, Any]:
+    """Taken before any file is written: replacing a tracked model file would make git's tree look dirty.
+    The name is checked here too, for callers of the library."""
+    check_model_name(name)
     return {"name": name, "created": now_iso(), "git": git_revision(), "input": INPUT_CONTRACT, "output": OUTPUT_CONTRACT}
 
 

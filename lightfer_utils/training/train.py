@@ -295,6 +295,21 @@ def _best_weights_source(record: TrainingDir) -> Path | None:
     return None
 
 
+def _refuse_before_writing(config: TrainConfig, train_faces: int, record: TrainingDir) -> None:
+    """What would fail later, refused before a file is written: a missing teacher, too few faces for
+    a batch, a directory holding another run."""
+    named = [t for t in config.teacher.split(",") if t] + ([config.init_from] if config.init_from else [])
+    missing = [m for m in named if not project_path(m).exists()]
+    if missing and not record.config.exists():  # a finished run needs its teacher no more
+        raise FileNotFoundError(f"teacher or init-from model not found: {', '.join(missing)}")
+    steps_per_epoch(train_faces, config.batch_size)
+    for directory in {record.root, record.work.root}:
+        if TrainingDir(directory).config.exists() and not load_config(directory).same_run(config):
+            raise FileExistsError(f"{directory} holds a run with a different config; choose a new directory "
+                                  f"{'or live name ' if directory == record.work.root != record.root else ''}"
+                                  "(runs are never overwritten)")
+
+
 def _train(config: TrainConfig, precision: str, train_data: FerData, val_data: FerData, record: TrainingDir,
            verbose: int, callbacks: list[keras.callbacks.Callback]) -> None:
     strategy = distribution_strategy()
@@ -303,17 +318,8 @@ def _train(config: TrainConfig, precision: str, train_data: FerData, val_data: F
     with strategy.scope():
         model = build_model(config.model, **config.model_config)
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate * replicas)
-    named = [t for t in config.teacher.split(",") if t] + ([config.init_from] if config.init_from else [])
-    missing = [m for m in named if not project_path(m).exists()]
-    if missing and not record.config.exists():  # a finished run needs its teacher no more
-        raise FileNotFoundError(f"teacher or init-from model not found: {', '.join(missing)}")
+    _refuse_before_writing(config, len(train_data), record)
     work = record.work
-    for directory in {record.root, work.root}:
-        existing = TrainingDir(directory)
-        if existing.config.exists() and not load_config(directory).same_run(config):  # added fields take defaults
-            raise FileExistsError(f"{directory} holds a run with a different config; choose a new directory "
-                                  f"{'or live name ' if directory == work.root != record.root else ''}"
-                                  "(runs are never overwritten)")
     work.root.mkdir(parents=True, exist_ok=True)
     if not work.config.exists():
         work.config.write_text(config.to_json() if not record.config.exists() else record.config.read_text())
@@ -456,26 +462,6 @@ def set_determinism(enabled: bool) -> None:
     """Deterministic TensorFlow ops (slower; the smoke profile uses them, so nbval can compare)."""
     if enabled:
         tf.config.experimental.enable_op_determinism()
-
-
-def seconds_per_step(config: TrainConfig, train_data: FerData, steps: int = 5, warmup: int = 2) -> float:
-    """Measured wall time of one training step of the run `config` describes (its model, precision,
-    batch size, augmentation and online teacher; Adam), after `warmup` steps: what training costs
-    on this machine, for models whose full training does not fit on it."""
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
-    keras.utils.set_random_seed(config.seed)
-    with precision_policy(config.precision):
-        model = build_model(config.model, **config.model_config)
-        model = compiled_for_training(config, model, keras.optimizers.Adam(learning_rate=config.learning_rate))
-    augmentation = Augmentation(**config.augmentation) if config.augmentation else None
-    batches = iter(training_dataset(train_data.images, train_data.labels, config.batch_size, config.seed, 0, augmentation))
-    for _ in range(warmup):
-        model.train_on_batch(*next(batches))
-    started = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(*next(batches))
-    return (time.perf_counter() - started) / steps
 
 
 def load_best(run_dir: str | os.PathLike[str], precision: str = "float32") -> keras.Model:

@@ -18,10 +18,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lightfer_utils.data import default_cache_dir
+from lightfer_utils.runtime.provenance import cache_dir
 from lightfer_utils.runtime.atomic import atomic_write
 
 SMALL_FILES = ("config.json", "data.json", "state.json", "history.csv")
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """A record file's JSON object; a damaged one is named with what to do."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"{path} is damaged ({err}); restore it from git or remove the run") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is damaged (not a JSON object); restore it from git or remove the run")
+    return value
 
 
 class TrainingDir:
@@ -79,7 +90,7 @@ class TrainingDir:
         """The live directory in the cache, for a run whose record names one."""
         if not self.live_marker.is_file():
             return None
-        name = json.loads(self.live_marker.read_text()).get("name", "")
+        name = _json_object(self.live_marker).get("name", "")
         if not isinstance(name, str) or not LIVE_NAME.fullmatch(name):
             raise ValueError(f"{self.live_marker}: 'name' must match {LIVE_NAME.pattern}, got {name!r}")
         return TrainingDir(live_root() / name)
@@ -90,13 +101,13 @@ class TrainingDir:
         return self.live or self
 
     def read_state(self) -> dict[str, Any]:
-        return json.loads(self.state.read_text()) if self.state.is_file() else {}
+        return _json_object(self.state) if self.state.is_file() else {}
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write(self.state, json.dumps(state, indent=2, sort_keys=True))
 
     def read_snapshot_info(self) -> dict[str, Any]:
-        return json.loads(self.snapshot_info.read_text()) if self.snapshot_info.is_file() else {}
+        return _json_object(self.snapshot_info) if self.snapshot_info.is_file() else {}
 
     def mirror_to(self, record: TrainingDir) -> None:
         """Copy the small files (config, data, state, history) into `record`."""
@@ -111,7 +122,7 @@ LIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 def live_root() -> Path:
     """Where live training directories are kept: $LIGHTFER_CACHE/live (default ~/.cache/lightfer/live)."""
-    return default_cache_dir() / "live"
+    return cache_dir() / "live"
 
 
 def make_live(record: TrainingDir, name: str) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import tf_keras as keras
 import pandas as pd
 
 from lightfer_utils import PAPER_MODEL_LABEL
@@ -15,13 +17,33 @@ from lightfer_utils.training.evaluate import Evaluation, count_flops, count_para
 from lightfer_utils.runtime.predictor import keras_predictor
 from lightfer_utils.training.models import build_model
 from lightfer_utils.training.config import Augmentation
-from lightfer_utils.training.pipeline import steps_per_epoch
+from lightfer_utils.training.pipeline import steps_per_epoch, training_dataset
+from lightfer_utils.training.precision import precision_policy
 from lightfer_utils.training.config import TrainConfig, load_config
-from lightfer_utils.training.train import load_best, seconds_per_step, train
+from lightfer_utils.training.train import compiled_for_training, load_best, train
 from lightfer_utils.training.trainingdir import TrainingDir
 
 TRAINING_FACES = 28_709  # FER2013's Training split: what one full epoch covers
 
+
+def seconds_per_step(config: TrainConfig, train_data: FerData, steps: int = 5, warmup: int = 2) -> float:
+    """Measured wall time of one training step of the run `config` describes (its model, precision,
+    batch size, augmentation and online teacher; Adam), after `warmup` steps: what training costs
+    on this machine, for models whose full training does not fit on it."""
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    keras.utils.set_random_seed(config.seed)
+    with precision_policy(config.precision):
+        model = build_model(config.model, **config.model_config)
+        model = compiled_for_training(config, model, keras.optimizers.Adam(learning_rate=config.learning_rate))
+    augmentation = Augmentation(**config.augmentation) if config.augmentation else None
+    batches = iter(training_dataset(train_data.images, train_data.labels, config.batch_size, config.seed, 0, augmentation))
+    for _ in range(warmup):
+        model.train_on_batch(*next(batches))
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(*next(batches))
+    return (time.perf_counter() - started) / steps
 
 def parse_models(models: str) -> list[str]:
     from lightfer_utils.training.models import BUILDERS
