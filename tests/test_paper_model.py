@@ -80,6 +80,19 @@ def test_the_paper_model_is_pruned_once_exported_measured_and_carded(shipped, ca
         Compression(sparsity=1.5)
 
 
+def test_a_run_that_has_not_finished_training_is_not_shipped_unless_asked_for_a_dry_run(shipped, tmp_path):
+    import shutil
+
+    source, data, _ = shipped
+    record = tmp_path / "training"
+    shutil.copytree(source / "training", record)
+    state = json.loads((record / "state.json").read_text())
+    (record / "state.json").write_text(json.dumps({**state, "epochs_done": 0, "stopped_early": False}))
+    with pytest.raises(ValueError, match=r"has trained 0 of 1 epochs: finish it .* or pass --unfinished"):
+        ship_paper_model(record, data, "paper_tiny", tmp_path / "models", COMPRESSION, source / "work")
+    assert not (tmp_path / "models").exists()
+
+
 @pytest.fixture
 def zoo_of(shipped, monkeypatch):
     """The shipped models are the tiny paper model's folder."""

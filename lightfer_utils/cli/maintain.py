@@ -66,7 +66,7 @@ def _ship_paper(args: argparse.Namespace) -> int:
     compression = Compression(sparsity=args.sparsity, epochs=args.epochs, batch_size=args.batch_size,
                               learning_rate=args.lr, calibration_size=args.calibration_size)
     card = ship_paper_model(args.run_dir, load_fer2013(args.data), args.name, args.models_dir, compression,
-                            args.work or None, overwrite=args.force)
+                            args.work or None, overwrite=args.force, unfinished=args.unfinished)
     for fmt, row in card["formats"].items():
         print(f"{args.name} {fmt}: PublicTest {row['PublicTest_accuracy'] * 100:.2f} %, "
               f"PrivateTest {row['PrivateTest_accuracy'] * 100:.2f} %")
@@ -203,6 +203,8 @@ def _add(commands: argparse._SubParsersAction, listed: bool) -> None:
     paper.add_argument("--work", default="", help="where the pruned model is kept and reused (default: compression/ "
                        "beside the run's large files: in its live directory for a --live run)")
     _models_dir_and_force(paper)
+    paper.add_argument("--unfinished", action="store_true", help="ship from a run that has not finished training: a "
+                       "dry run of the pipeline, into a scratch --models-dir")
 
     _add_records(commands, listed)
 

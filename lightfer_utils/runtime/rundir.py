@@ -37,10 +37,26 @@ class RunDir:
     def table(self, name: str) -> Path:
         return self.tables / (name + ".csv")
 
-    # tables that one notebook writes and 07 reads, named once
+    # tables that one step writes and another reads (07's report, shipping, the runner), named once;
+    # tests/test_layout.py checks that the notebooks write each of them under this name
+    CLASS_COUNTS = "class_counts"  # 01
+    MODEL_RESULTS = "model_results"  # 02: Table 2's rows
+    TRAINING_COST = "training_cost"  # 02: the models too slow to train here, per epoch
     PAPER_MODEL_RESULTS = "paper_model_results"  # 02: the shipped paper model's Table 2 row
-    PAPER_MODEL_BENCHMARK = "paper_model_benchmark"  # 06: its formats, classifier alone
+    PRUNING = "pruning"  # 03: every compressed variant
+    QUANTIZATION_FORMATS = "quantization_formats"  # 04: Eq. 2-4's formats
+    ANCHOR_ACCURACY = "anchor_accuracy"  # 05: the fer package's model on PrivateTest
+    BENCHMARK = "benchmark"  # 06: every format, classifier alone
+    PIPELINE_BENCHMARK = "pipeline_benchmark"  # 06: end to end
+    PAPER_MODEL_BENCHMARK = "paper_model_benchmark"  # 06: the paper model's formats, classifier alone
     PAPER_MODEL_PIPELINE = "paper_model_pipeline_benchmark"  # 06: its formats, end to end
+    CONFUSION_PREFIX = "confusion_"  # 02: confusion_MODEL, one per model
+
+    @classmethod
+    def read_tables(cls) -> tuple:
+        return (cls.CLASS_COUNTS, cls.MODEL_RESULTS, cls.TRAINING_COST, cls.PAPER_MODEL_RESULTS, cls.PRUNING,
+                cls.QUANTIZATION_FORMATS, cls.ANCHOR_ACCURACY, cls.BENCHMARK, cls.PIPELINE_BENCHMARK,
+                cls.PAPER_MODEL_BENCHMARK, cls.PAPER_MODEL_PIPELINE)
 
     @property
     def figures(self) -> Path:

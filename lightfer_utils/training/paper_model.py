@@ -100,18 +100,23 @@ def project_relative(path: Path) -> str:
         return str(path)
 
 
-def ship_paper_model(
-    record_dir: str | os.PathLike[str],
-    data: FerData,
-    name: str = PAPER_MODEL,
-    models_dir: str | os.PathLike[str] = "models",
-    compression: Compression = Compression(),
-    work_dir: str | os.PathLike[str] | None = None,
-    latency_iterations: int = 100,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Prune (once), export, measure and ship the paper's model; returns its card."""
+def _refuse_unfinished(record: TrainingDir) -> None:
+    epochs, state = load_config(record.root).epochs, record.read_state()
+    if not state.get("stopped_early") and state.get("epochs_done", 0) < epochs:
+        raise ValueError(f"{record.root} has trained {state.get('epochs_done', 0)} of {epochs} epochs: finish it "
+                         f"(lightfer train --out {record.root} --resume) before shipping, or pass --unfinished for a "
+                         "dry run into a scratch --models-dir")
+
+
+def ship_paper_model(record_dir: str | os.PathLike[str], data: FerData, name: str = PAPER_MODEL,
+                     models_dir: str | os.PathLike[str] = "models", compression: Compression = Compression(),
+                     work_dir: str | os.PathLike[str] | None = None, latency_iterations: int = 100,
+                     overwrite: bool = False, unfinished: bool = False) -> dict[str, Any]:
+    """Prune (once), export, measure and ship the paper's model; returns its card. `unfinished`:
+    allow a run still training (a dry run of this pipeline, into a scratch models_dir)."""
     record = TrainingDir(record_dir)
+    if not unfinished:
+        _refuse_unfinished(record)
     target = Path(models_dir)
     paths = {fmt: target / f"{name}{suffix}" for fmt, suffix in PAPER_SUFFIXES.items()}
     card_json, card_md = target / f"{name}.card.json", target / f"{name}.card.md"

@@ -309,7 +309,7 @@ def ship_edge_model(
     model = load_predictor(paths["keras_fp32"]).model
     edge = evaluate(load_predictor(paths[edge_format]), test.images, test.labels)
     manifest = json.loads(run.manifest.read_text()) if run.manifest.is_file() else {}
-    pruning = run.table("pruning")
+    pruning = run.table(run.PRUNING)
     card: dict[str, Any] = {
         **header,
         "edge_format": edge_format,
