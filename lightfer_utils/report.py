@@ -14,7 +14,6 @@ import pandas as pd
 
 from lightfer_utils import PAPER_MODEL_LABEL, published
 from lightfer_utils import figures
-from lightfer_utils.figures import curves_figure, pruning_figure  # noqa: F401 (02 and 03 import them from here)
 from lightfer_utils.runtime.rundir import RunDir
 
 NOT_RUN = "not run on this host"
@@ -362,8 +361,8 @@ def paper_figures(run_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, s
         "paper_size_vs_accuracy": lambda: size_vs_accuracy_figure(run_dir),
         "paper_latency": lambda: figures.latency_figure(read_csv(run_dir, RunDir.BENCHMARK), _host(run_dir),
                                                         main_model_name(run_dir)),
-        "paper_training_curves": lambda: curves_figure(training_histories(run_dir),
-                                                       {"light_fer_net": main_model_name(run_dir)}),
+        "paper_training_curves": lambda: figures.curves_figure(training_histories(run_dir),
+                                                               {"light_fer_net": main_model_name(run_dir)}),
     }
     not_drawn = {}
     for name, make in makers.items():
