@@ -333,8 +333,8 @@ def test_weight_average_follows_the_warmed_up_decay():
 
 @pytest.mark.parametrize("setting, value, message", [
     ("weight_average_decay", 1.5, r"weight_average_decay must be a finite number in \[0, 1\) \(0: off\), got 1.5"),
-    ("batch_size", 0, "batch_size must be a whole number >= 1, got 0"),
-    ("epochs", 2.5, "epochs must be a whole number >= 1, got 2.5"),
+    ("batch_size", 0, "batch_size must be a whole number in \\[1, 65536\\], got 0"),
+    ("epochs", 2.5, "epochs must be a whole number in \\[1, 100000\\], got 2.5"),
     ("learning_rate", float("nan"), "learning_rate must be a finite number >= 0, got nan"),
     ("learning_rate", float("inf"), "learning_rate must be a finite number >= 0, got inf"),
     ("learning_rate", -1e-3, "learning_rate must be a finite number >= 0, got -0.001"),
