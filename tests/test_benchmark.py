@@ -183,3 +183,13 @@ def test_bench_pipeline_prints_both_modes_the_stages_and_each_target_met_or_not(
     verdicts = out.split("targets over fer")[1].splitlines()[1:4]
     assert [v.split(" (>=")[0].strip() for v in verdicts] == ["predict's defaults", "--min-face 160", "video mode"]
     assert all(v.endswith(": met") or v.endswith(": NOT met") for v in verdicts)
+
+
+def test_alignment_agreement_compares_the_two_alignments_of_the_same_faces():
+    from lightfer_utils.runtime.face_photos import alignment_agreement
+    from lightfer_utils.runtime.face_photos import astronaut
+
+    calls = []
+    result = alignment_agreement([astronaut().image], lambda faces: calls.append(faces.shape) or np.eye(7)[[3]])
+    assert result["faces"] == 1 and result["same_top_emotion"] == 1.0 and calls == [(1, 48, 48), (1, 48, 48)]
+    assert 0 <= result["median_roll_difference_deg"] <= 15

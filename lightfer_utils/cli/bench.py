@@ -154,6 +154,14 @@ def _faces(args: argparse.Namespace) -> int:
     print(table.round(3).to_string())
     if args.csv:
         table.to_csv(args.csv)
+    from lightfer_utils.runtime import shipped_models
+    from lightfer_utils.runtime.face_photos import alignment_agreement
+
+    agreement = alignment_agreement([p.image for p in photos], shipped_models.load(None))
+    print(f"\nBlazeFace's faces of the photos aligned by its eye keypoints and by dlib's 68 points ({agreement['faces']} "
+          f"faces): roll angles {agreement['median_roll_difference_deg']:.1f} deg apart (median; at most "
+          f"{agreement['max_roll_difference_deg']:.1f}), the default model's top emotion the same for "
+          f"{agreement['same_top_emotion'] * 100:.0f} %")
     return 0
 
 

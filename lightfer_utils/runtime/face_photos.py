@@ -17,7 +17,7 @@ import os
 import tarfile
 import urllib.request
 from pathlib import Path
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -200,3 +200,25 @@ def moving_face_frames(count: int = 100, size: Tuple[int, int] = (640, 480)) -> 
         left, top = int(free_x / 2 * (1 + np.cos(angle))), int(free_y / 2 * (1 + np.sin(angle)))
         frames[i, top:top + face.shape[0], left:left + face.shape[1]] = face
     return frames
+
+
+def alignment_agreement(images: Sequence[np.ndarray], predictor, min_face: int = 80) -> Dict[str, float]:
+    """BlazeFace's faces aligned by its eye keypoints and by dlib's 68 points: how far the two roll
+    angles lie apart and how often the model's top emotion is the same (`lightfer bench faces`)."""
+    from lightfer_utils.runtime.faces import FaceStage
+
+    stages = {a: FaceStage(min_face=min_face, detector="blazeface", alignment=a) for a in ("eyes", "dlib68")}
+    rolls, same = [], 0
+    for image in images:
+        found = {}
+        for name, stage in stages.items():
+            stage.reset()
+            found[name] = {face.box: face for face in stage(image)}
+        for box, eyes in found["eyes"].items():
+            dlib68 = found["dlib68"][box]  # the same detections: only the alignment differs
+            rolls.append(abs(eyes.roll_degrees - dlib68.roll_degrees))
+            tops = [int(np.argmax(predictor(f.crop[None].astype(np.float32))[0])) for f in (eyes, dlib68)]
+            same += tops[0] == tops[1]
+    return {"faces": len(rolls), "median_roll_difference_deg": float(np.median(rolls)) if rolls else float("nan"),
+            "max_roll_difference_deg": float(max(rolls)) if rolls else float("nan"),
+            "same_top_emotion": same / max(len(rolls), 1)}
