@@ -41,7 +41,7 @@ def test_table_1_and_2_put_ours_next_to_the_paper(run_dir):
     for model, row in results.iterrows():
         assert ours.loc[model, "test_percent"] == row["test_acc"]
         assert ours.loc[model, "test_minus_light_fer"] == pytest.approx(row["test_acc"] - 69.87)
-    assert t2.index.is_unique  # a model both trained and costed (xception in smoke) has one row
+    assert t2.index.is_unique  # a model both trained and costed (mini_xception in smoke) has one row
     for model, minutes in cost["minutes_per_epoch"].items():
         assert t2.loc[model, "minutes_per_epoch"] == minutes
         assert (t2.loc[model, "source"] == "ours") == (model in results.index)
