@@ -118,10 +118,11 @@ def test_a_missing_column_or_table_is_named(replay):
 def test_a_changed_label_or_row_count_is_named(replay):
     set_cell(replay / "tables" / "quantization_formats.csv", "onnx_int8", "runtime", "tflite")
     path = replay / "tables" / "architectures.csv"
-    write(path, read(path)[:-1])
+    rows = read(path)
+    write(path, rows[:-1])
     problems = compare_runs(SMOKE_RUN, replay)
     assert "quantization_formats.csv [onnx_int8] runtime: smoke run 'onnxruntime', replay 'tflite'" in problems
-    assert "architectures.csv: 7 rows in the smoke run, 6 in the replay" in problems
+    assert f"architectures.csv: {len(rows)} rows in the smoke run, {len(rows) - 1} in the replay" in problems
 
 
 def test_timings_are_never_compared(replay):
