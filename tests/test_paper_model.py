@@ -73,6 +73,7 @@ def test_the_paper_model_is_pruned_once_exported_measured_and_carded(shipped, ca
     ship_paper_model(record, data, "paper_tiny", tmp_path / "models", compression, tmp_path / "work",
                      latency_iterations=3, overwrite=True)
     assert f"reusing {tmp_path / 'work' / 'pruned.keras'}" in capsys.readouterr().out
+    assert not (tmp_path / "work" / "pruning").exists()  # the fine-tuning's checkpoints go once the model is made
     with pytest.raises(FileExistsError, match="was pruned with other settings"):
         ship_paper_model(record, data, "paper_tiny", tmp_path / "models", Compression(sparsity=0.75, epochs=1),
                          tmp_path / "work", overwrite=True)

@@ -9,7 +9,8 @@ import tf_keras as keras
 
 from conftest import random_faces
 from lightfer_utils.training.models import build_model
-from lightfer_utils.training.prune import (best_epoch_keeper, nonzero_parameters, channel_plan, compression_ratio, fine_tune, magnitude_prune, prune_channels,
+from lightfer_utils.training.fine_tuning import best_epoch_keeper, fine_tune
+from lightfer_utils.training.prune import (nonzero_parameters, channel_plan, compression_ratio, magnitude_prune, prune_channels,
                                   recalibrate_batch_norm, sparsity_table)
 from test_training import tiny_split
 
@@ -71,6 +72,50 @@ def test_magnitude_pruning_during_training_reaches_its_sparsity(kind):
         assert convs["sparsity"].between(0.55, 0.65).all(), convs["sparsity"]
     else:  # two of every four weights along the input channels
         assert convs.loc[convs["channels"] % 4 == 0, "sparsity"].between(0.49, 0.51).all()
+
+
+def test_an_interrupted_pruning_fine_tune_continues_after_its_last_epoch(tmp_path, monkeypatch, capsys):
+    """The paper's Xception fine-tunes under pruning for hours on an AVX2 CPU: a ship cut off after
+    an epoch continues from that epoch's checkpoint (weights, masks, pruning step, Adam) and ends
+    where an uninterrupted fine-tuning ends."""
+    import tensorflow_model_optimization as tfmot
+
+    train_data, val_data = tiny_split(64, 1, 0), tiny_split(14, 2, 1)
+    faces = random_faces(6, seed=3).reshape(6, 48, 48, 1).astype(np.float32)
+
+    def pruned(checkpoints, init_seed=0):
+        keras.utils.set_random_seed(init_seed)
+        model = build_model("light_fer_net", **TINY)
+        return magnitude_prune(model, train_data, val_data, 0.6, epochs=3, batch_size=8, verbose=0,
+                               checkpoint_dir=checkpoints)
+
+    whole = pruned(tmp_path / "whole")
+
+    class CutOff(keras.callbacks.Callback):  # the session ends as the second epoch begins
+        def __init__(self, **_):
+            super().__init__()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tfmot.sparsity.keras, "PruningSummaries", CutOff)
+        with pytest.raises(KeyboardInterrupt):
+            pruned(tmp_path / "cut")
+    assert [p.name for p in (tmp_path / "cut").glob("ckpt-*.index")] == ["ckpt-1.index"]
+    capsys.readouterr()
+    resumed = pruned(tmp_path / "cut", init_seed=1)  # other starting weights: all of them must come from the checkpoint
+    assert f"continuing the fine-tuning after epoch 1 from {tmp_path / 'cut'}" in capsys.readouterr().out
+    np.testing.assert_allclose(resumed(faces).numpy(), whole(faces).numpy(), atol=1e-4)
+    assert sparsity_table(resumed)["sparsity"].tolist() == sparsity_table(whole)["sparsity"].tolist()
+    for shard in (tmp_path / "whole").glob("ckpt-3.data-*"):
+        shard.write_bytes(b"damaged")
+    with pytest.raises(ValueError, match="checkpoint of epoch 3 cannot be read .*; remove that folder to fine-tune from the start"):
+        pruned(tmp_path / "whole")
+    with pytest.raises(ValueError, match="cannot resume"):
+        fine_tune(build_model("light_fer_net", **TINY), train_data, val_data, 1, keep_best=True,
+                  checkpoint_dir=tmp_path / "best")
 
 
 def test_magnitude_pruning_reaches_into_nested_backbones_and_separable_convolutions():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,26 +71,30 @@ def default_work_dir(record_dir: str | os.PathLike[str]) -> Path:
 
 
 def pruned_model(record_dir: str | os.PathLike[str], data: FerData, compression: Compression, work: Path) -> Path:
-    """work/pruned.keras: the run's best epoch pruned during fine-tuning; made once, then reused
-    (its compression settings are checked)."""
-    target, settings = work / "pruned.keras", work / "compression.json"
-    wanted = asdict(compression)
+    """work/pruned.keras: the run's best epoch pruned during fine-tuning; made once, then reused.
+    The fine-tuning is checkpointed after every epoch in work/pruning/ and continues from there
+    when a ship is interrupted; the compression settings and the best epoch of both are checked."""
+    target, settings, checkpoints = work / "pruned.keras", work / "compression.json", work / "pruning"
+    wanted = {**asdict(compression), "best_epoch": TrainingDir(record_dir).read_state().get("best_epoch")}
+    if settings.is_file() and json.loads(settings.read_text()) != wanted:
+        made = target if target.is_file() else checkpoints
+        raise FileExistsError(f"{made} was pruned with other settings or from another best epoch "
+                              f"({json.dumps(json.loads(settings.read_text()))}); "
+                              "give another work directory")
     if target.is_file() and settings.is_file():
-        if json.loads(settings.read_text()) != wanted:
-            raise FileExistsError(f"{target} was pruned with other settings ({settings.read_text().strip()}); "
-                                  "give another work directory")
         print(f"reusing {target}")
         return target
+    work.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(wanted, indent=2))
     seed = load_config(record_dir).seed
     dense = load_best(record_dir)
     pruned = magnitude_prune(dense, data.split("Training"), data.split("PublicTest"), compression.sparsity,
                              compression.epochs, batch_size=compression.batch_size,
-                             learning_rate=compression.learning_rate, seed=seed)
-    work.mkdir(parents=True, exist_ok=True)
+                             learning_rate=compression.learning_rate, seed=seed, checkpoint_dir=checkpoints)
     partial = work / "pruned.partial.keras"
     pruned.save(partial)  # uncompiled after strip_pruning: no optimizer state in the file
     partial.replace(target)
-    settings.write_text(json.dumps(wanted, indent=2))
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return target
 
 

@@ -20,51 +20,15 @@ import pandas as pd
 
 import tf_keras as keras
 
-from lightfer_utils import NUM_CLASSES
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import model_input
-from lightfer_utils.training.pipeline import steps_per_epoch, training_dataset
-from lightfer_utils.training.train import Distiller
+from lightfer_utils.training.fine_tuning import fine_tune
+from lightfer_utils.training.pipeline import steps_per_epoch
 
 # tfmot prunes these kernels (of a SeparableConv2D its pointwise kernel; the depthwise one stays dense)
 PRUNABLE = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.Dense)
 PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU, keras.layers.Dropout,
                 keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
-
-
-def best_epoch_keeper(epochs: int) -> keras.callbacks.EarlyStopping:
-    """Restores, at the end of training, the weights of the epoch with the best PublicTest
-    accuracy (patience = all epochs: it never stops training early)."""
-    return keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs, restore_best_weights=True)
-
-
-def fine_tune(
-    model: keras.Model,
-    train_data: FerData,
-    val_data: FerData,
-    epochs: int,
-    learning_rate: float = 2e-4,
-    batch_size: int = 64,
-    label_smoothing: float = 0.1,
-    seed: int = 0,
-    teacher: keras.Model | None = None,
-    keep_best: bool = False,
-    callbacks: list | None = None,
-    verbose: int = 2,
-) -> keras.callbacks.History:
-    """Adam with cosine decay from `learning_rate`, with the training pipeline's augmentation;
-    distilled from `teacher` when one is given. `keep_best` ends on the best PublicTest epoch
-    (only for models whose structure is fixed: tfmot's masks must reach their final sparsity)."""
-    keras.utils.set_random_seed(seed)  # dropout; also required when op determinism is enabled
-    steps = steps_per_epoch(len(train_data), batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps, alpha=0.05)
-    trained = model if teacher is None else Distiller(model, teacher)
-    trained.compile(optimizer=keras.optimizers.Adam(schedule),
-                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics=["accuracy"])
-    stream = training_dataset(train_data.images, train_data.labels, batch_size, seed=seed)
-    validation = (model_input(val_data.images), np.eye(NUM_CLASSES, dtype=np.float32)[val_data.labels])
-    return trained.fit(stream, epochs=epochs, steps_per_epoch=steps, validation_data=validation,
-                       callbacks=[*(callbacks or []), *([best_epoch_keeper(epochs)] if keep_best else [])], verbose=verbose)
 
 
 # --------------------------------------------------------------------------- tfmot (unstructured, 2:4)

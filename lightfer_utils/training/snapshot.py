@@ -1,5 +1,6 @@
-"""A live run's fallback in its record: the weights of its latest checkpoint in float16, without
-optimizer state (`lightfer maintain snapshot`), and reading them back into a model."""
+"""Checkpoints read back (a damaged one is one line that says what to do), and a live run's fallback
+in its record: the weights of its latest checkpoint in float16, without optimizer state
+(`lightfer maintain snapshot`), and reading them back into a model."""
 
 from __future__ import annotations
 
@@ -53,3 +54,17 @@ def read_snapshot(record: TrainingDir, model: keras.Model) -> list[np.ndarray]:
         raise ValueError(f"{record.snapshot}: its weights do not fit {model.name} ({len(weights)} arrays, "
                          f"{len(expected)} expected)")
     return weights
+
+
+def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, remedy: str) -> int:
+    """Restores the latest checkpoint into `checkpoint`'s objects and returns its epoch (0: none).
+    One that cannot be read is a ValueError naming its folder, then `remedy`."""
+    if not manager.latest_checkpoint:
+        return 0
+    epoch = int(manager.latest_checkpoint.rsplit("-", 1)[1])
+    try:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+    except Exception as err:  # damaged shards raise OpError, IndexError, ValueError... from TensorFlow's reader
+        first = str(getattr(err, "message", err)).strip().splitlines()[0][:200]
+        raise ValueError(f"{manager.directory}: the checkpoint of epoch {epoch} cannot be read ({first}); {remedy}") from None
+    return epoch

@@ -35,7 +35,7 @@ from lightfer_utils.runtime.provenance import cpu_model
 from lightfer_utils.training.pipeline import evaluation_dataset, steps_per_epoch, training_dataset
 from lightfer_utils.training.config import Augmentation, TrainConfig, load_config, project_path
 from lightfer_utils.training.precision import precision_policy, session_precision
-from lightfer_utils.training.snapshot import read_snapshot
+from lightfer_utils.training.snapshot import read_snapshot, restore_latest
 from lightfer_utils.training.trainingdir import TrainingDir, make_live
 
 # Checkpoints are committed so that long training continues across sessions: shards of at
@@ -392,13 +392,8 @@ def _resume(record: TrainingDir, manager: tf.train.CheckpointManager, checkpoint
     checkpoint_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[1]) if manager.latest_checkpoint and work.state.is_file() else 0
     snapshot_epoch = int(record.read_snapshot_info().get("epoch", 0)) if live and record.snapshot.is_file() else 0
     if checkpoint_epoch and checkpoint_epoch >= snapshot_epoch:
-        try:
-            checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        except Exception as err:  # damaged shards raise OpError, IndexError, ValueError... from TensorFlow's reader
-            first = str(getattr(err, "message", err)).strip().splitlines()[0][:200]
-            fallback = "continue from the record's snapshot" if record.snapshot.is_file() else "start a new run"
-            raise ValueError(f"{work.checkpoint}: the checkpoint of epoch {checkpoint_epoch} cannot be read ({first}); "
-                             f"remove that folder to {fallback}") from None
+        fallback = "continue from the record's snapshot" if record.snapshot.is_file() else "start a new run"
+        restore_latest(checkpoint, manager, f"remove that folder to {fallback}")
         state = work.read_state()
         state["epochs_done"] = checkpoint_epoch
         _truncate_history(work.history, checkpoint_epoch)
