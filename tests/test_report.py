@@ -87,6 +87,30 @@ def test_missing_artifacts_are_named_and_all_formats_written(run_dir):
     assert "Not produced: y" in text and "light_fer_net" in text
 
 
+def test_each_figure_of_the_report_has_a_caption_saying_what_was_run(run_dir):
+    results = smoke_table("model_results.csv", index_col="model")
+    host = {"cpu": "Some CPU", "cpu_isa": "AVX2", "logical_cores": 2, "gpus": []}
+    (run_dir / "manifest.json").write_text(json.dumps({
+        "run_id": "r", "profile": "reproduce", "host": host, "data": {"sha256": "abcdef0123" + "0" * 54},
+        "parameters": {"subset_fraction": 1.0, "prune_epochs": 3, "iterations": 77, "resume_from": "models/a/training"}}))
+    (run_dir / "figures").mkdir()
+    for name in ("paper_latency", "paper_training_curves", "paper_accuracy_vs_sparsity"):
+        (run_dir / "figures" / f"{name}.png").write_bytes(b"png")
+    text = report.reproduction_report(run_dir, {}, {"table1": "x", "table2": "x", "table3": "x", "table4": "x"})
+    figures = text.split("## Figures")[1].split("## What differs")[0]
+    assert figures.count("![") == 3 and "paper_confusion" not in figures  # only the figures the run drew
+    captions = {line.split("*")[1]: line for line in figures.splitlines() if line.startswith("*")}
+    timed = json.loads((run_dir / "tables" / "benchmark_host.json").read_text())  # 06's host names the timings
+    assert "median of 77 calls" in captions["paper_latency"] and f"on {timed['cpu']} ({timed['cpu_isa']})" in captions["paper_latency"]
+    assert "scored on Some CPU (AVX2), 2 cores, GPUs: none" in captions["paper_accuracy_vs_sparsity"]
+    assert "3 fine-tuning epoch(s)" in captions["paper_accuracy_vs_sparsity"]
+    assert "3,589 faces" in captions["paper_accuracy_vs_sparsity"]  # the full split: subset_fraction 1
+    curves = captions["paper_training_curves"]
+    assert "sha256 abcdef01" in curves and "models/a/training" in curves and "not re-run" in curves
+    for model, row in results.iterrows():
+        assert f"`{row['name'] if 'name' in row else model}` {int(row['epochs'])} epochs (best {int(row['best_epoch'])}" in curves
+
+
 def test_publish_copies_a_finished_runs_tables_and_figures_with_provenance(tmp_path):
     from lightfer_utils.cli import main
 
