@@ -376,6 +376,7 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
     target = RunDir(run).notebook("07_tables")
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force to regenerate the tables and REPRODUCTION.md")
+    revision = git_revision()  # before 07 rewrites the run's files (tracked ones, in the committed smoke run)
     try:
         papermill.execute_notebook(str(NOTEBOOKS_DIR / "07_tables.ipynb"), str(target), cwd=str(run),
                                    parameters={"run_dir": "."}, kernel_name=kernel_name, progress_bar=True)
@@ -386,6 +387,6 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
     manifest_file = RunDir(run).manifest
     if manifest_file.is_file():  # the report now comes from this code, not the run's: say so
         manifest = json.loads(manifest_file.read_text())
-        manifest.setdefault("tables_regenerated", []).append({"git": git_revision(), "at": now_iso()})
+        manifest.setdefault("tables_regenerated", []).append({"git": revision, "at": now_iso()})
         atomic_write(manifest_file, json.dumps(manifest, indent=2, default=str))
     return target
