@@ -36,11 +36,11 @@ def save_record(values: dict[str, object], run_dir: str | Path, name: str) -> Pa
 
 
 def matrix_figure(table: pd.DataFrame, title: str) -> plt.Figure:
-    """A row-normalised matrix (confusion, label agreement) as an annotated heatmap."""
+    """A row-normalised matrix (confusion, label agreement; fractions) as an annotated heatmap in % of each row."""
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    sns.heatmap(table, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax)
-    ax.set_title(title)
+    sns.heatmap(table * 100, annot=True, fmt=".1f", cmap="Blues", vmin=0, vmax=100, cbar=False, ax=ax)
+    ax.set_title(f"{title}\n(% of each row)")
     fig.tight_layout()
     return fig

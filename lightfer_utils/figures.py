@@ -79,14 +79,37 @@ def latency_figure(bench: pd.DataFrame, host: dict[str, Any], model: str) -> plt
     return fig
 
 
+MARKERS = {"keras": "o", "onnx": "s", "tflite": "^", "tensorrt": "D"}
+SAME_SIZE = 1.05  # files within 5 % of each other's size share a spot on the log axis: drawn side by side
+DODGE = 1.06  # the factor between neighbours drawn side by side
+
+
+def dodged_sizes(sizes: pd.Series) -> pd.Series:
+    """Sizes to draw at: points of (nearly) one size spread sideways around it, so none hides another."""
+    order = sizes.sort_values()
+    groups: list[list[Any]] = []
+    for name, size in order.items():
+        if groups and size <= sizes[groups[-1][0]] * SAME_SIZE:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    drawn = sizes.astype(float).copy()
+    for group in groups:
+        for i, name in enumerate(group):
+            drawn[name] = sizes[group[0]] * DODGE ** (i - (len(group) - 1) / 2)
+    return drawn
+
+
 def size_vs_accuracy_figure(formats: pd.DataFrame, faces: int) -> plt.Figure:
     percent = formats["accuracy"] * 100
     errors = standard_error_points(percent, faces)
+    drawn = dodged_sizes(formats["size_kb"])
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    for (name, row), value, error in zip(formats.iterrows(), percent, errors):
-        ax.errorbar(row["size_kb"], value, yerr=error, fmt="o", capsize=2, alpha=0.8, label=format_label(name))
+    for (name, value), error in zip(percent.items(), errors):
+        marker = MARKERS.get(str(name).rpartition("_")[0], "o")
+        ax.errorbar(drawn[name], value, yerr=error, fmt=marker, capsize=2, alpha=0.8, label=format_label(name))
     _accuracy_axis(ax, percent, errors)
-    ax.set(xscale="log", xlabel="file size (KiB)", ylabel="PrivateTest accuracy (%)",
+    ax.set(xscale="log", xlabel="file size (KiB; files of one size drawn side by side)", ylabel="PrivateTest accuracy (%)",
            title=f"Size vs accuracy per precision (±1 SE, {faces:,} faces)")
     ax.legend(ncol=2)
     return fig

@@ -36,6 +36,19 @@ def test_close_accuracies_are_drawn_on_an_axis_at_least_five_points_tall_with_er
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["Keras FP32", "ONNX FP16", "TFLite INT8"]
 
 
+def test_formats_of_one_size_are_drawn_side_by_side_not_on_top_of_each_other():
+    sizes = pd.Series({"onnx_fp16": 1900.0, "tflite_fp16": 1901.0, "keras_fp32": 3800.0, "tflite_fp32": 3700.0,
+                       "tflite_int8": 980.0})
+    drawn = figures.dodged_sizes(sizes)
+    assert drawn["tflite_int8"] == 980.0  # alone: where it is
+    assert drawn["onnx_fp16"] != drawn["tflite_fp16"] and drawn["tflite_fp32"] != drawn["keras_fp32"]
+    assert (drawn / sizes).between(1 / 1.1, 1.1).all()  # still at its size on a log axis
+    formats = pd.DataFrame({"size_kb": sizes, "accuracy": 0.71})
+    figure = figures.size_vs_accuracy_figure(formats, 3589)
+    xs = [line.get_xdata()[0] for line in figure.axes[0].lines if len(line.get_xdata()) == 1]
+    assert len(set(xs)) == len(sizes)
+
+
 def test_the_latency_figure_names_the_host_and_marks_the_anchor():
     bench = pd.DataFrame({"format": ["onnx_fp32", "fer_anchor_keras_fp32"], "batch_size": [1, 1],
                           "latency_p50_ms": [1.0, 5.0]})
@@ -61,3 +74,13 @@ def test_the_faces_a_run_scored_follow_its_subset(tmp_path):
     smoke = Path(__file__).resolve().parent.parent / "papermill_runs" / "smoke"
     assert scored_faces(smoke) == 180  # 5 % of each class of PrivateTest, at least one face each
     assert scored_faces(tmp_path) == 3589  # a run without its tables: the whole split
+
+
+def test_the_confusion_matrix_is_drawn_in_percent_of_each_row():
+    from lightfer_utils.artifacts import matrix_figure
+
+    table = pd.DataFrame([[0.713, 0.287], [0.05, 0.95]], index=["happy", "sad"], columns=["happy", "sad"])
+    fig = matrix_figure(table, "PrivateTest confusion")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["71.3", "28.7", "5.0", "95.0"]
+    assert "% of each row" in ax.get_title()
