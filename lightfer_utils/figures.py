@@ -147,14 +147,20 @@ def curves_figure(histories: dict[str, pd.DataFrame], names: dict[str, str] | No
     """Loss and accuracy (%) per epoch (training on augmented batches vs PublicTest); `names`: how
     to call each run's model (its shipped name)."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    from matplotlib.ticker import MaxNLocator
+
     for run, history in histories.items():
         name = (names or {}).get(run, run)
-        line = loss_ax.plot(history["epoch"], history["loss"], label=f"{name} train")[0]
-        loss_ax.plot(history["epoch"], history["val_loss"], "--", color=line.get_color(), label=f"{name} PublicTest")
-        acc_ax.plot(history["epoch"], history["accuracy"] * 100, color=line.get_color())
-        acc_ax.plot(history["epoch"], history["val_accuracy"] * 100, "--", color=line.get_color())
+        marker = "o" if len(history) < 20 else None  # a short run's epochs stay visible (one epoch is no line)
+        line = loss_ax.plot(history["epoch"], history["loss"], marker=marker, ms=3, label=f"{name} train")[0]
+        loss_ax.plot(history["epoch"], history["val_loss"], "--", marker=marker, ms=3, color=line.get_color(),
+                     label=f"{name} PublicTest")
+        acc_ax.plot(history["epoch"], history["accuracy"] * 100, marker=marker, ms=3, color=line.get_color())
+        acc_ax.plot(history["epoch"], history["val_accuracy"] * 100, "--", marker=marker, ms=3, color=line.get_color())
     loss_ax.set(xlabel="epoch", ylabel="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%; solid: Training, dashed: PublicTest)")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     loss_ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -68,6 +68,14 @@ def test_training_curves_are_in_percent_under_the_shipped_name():
     assert figure.axes[0].get_legend().get_texts()[0].get_text() == "light_fer_net_deep train"
 
 
+def test_a_one_epoch_curve_is_still_drawn_and_epochs_are_whole_numbers():
+    history = pd.DataFrame({"epoch": [1], "loss": [1.5], "val_loss": [1.6], "accuracy": [0.5], "val_accuracy": [0.45]})
+    figure = figures.curves_figure({"light_fer_net": history})
+    assert all(line.get_marker() not in (None, "None", "") for line in figure.axes[1].lines)
+    figure.canvas.draw()
+    assert all(float(t.get_text().replace("−", "-")).is_integer() for t in figure.axes[0].get_xticklabels() if t.get_text())
+
+
 def test_the_faces_a_run_scored_follow_its_subset(tmp_path):
     from pathlib import Path
 
