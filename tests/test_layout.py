@@ -111,7 +111,7 @@ def test_every_link_of_the_readme_and_docs_resolves(page):
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 # Modules and functions over the limits when the limits came in (2026-12-07), each at its size then:
 # ceilings that may only shrink, until each is split (issue: the house).
-MODULE_CEILINGS = {"lightfer_utils/data.py": 630, "lightfer_utils/report.py": 440, "lightfer_utils/training/train.py": 506,
+MODULE_CEILINGS = {"lightfer_utils/data.py": 630, "lightfer_utils/training/train.py": 506,
                    "lightfer_utils/training/prune.py": 443, "lightfer_utils/runtime/tagging.py": 434}
 FUNCTION_CEILINGS = {"lightfer_utils/data.py:read_ferplus": 62, "lightfer_utils/training/paper_model.py:ship_paper_model": 68,
                      "lightfer_utils/training/shipping.py:ship_int8": 65,

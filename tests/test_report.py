@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lightfer_utils import published, report
+from lightfer_utils import published, report, reproduction
 
 
 SMOKE_RUN = Path(__file__).resolve().parent.parent / "papermill_runs" / "smoke"
@@ -83,7 +83,7 @@ def test_missing_artifacts_are_named_and_all_formats_written(run_dir):
         report.table_3(run_dir)
     paths = report.save_all_formats(report.table_2(run_dir), run_dir, "paper_table2")
     assert "\\toprule" in paths["tex"].read_text() and "| light_fer_net" in paths["md"].read_text()
-    text = report.reproduction_report(run_dir, {"table2": report.table_2(run_dir)}, {"table1": "x", "table3": "y", "table4": "z"})
+    text = reproduction.reproduction_report(run_dir, {"table2": report.table_2(run_dir)}, {"table1": "x", "table3": "y", "table4": "z"})
     assert "Not produced: y" in text and "light_fer_net" in text
 
 
@@ -96,7 +96,7 @@ def test_each_figure_of_the_report_has_a_caption_saying_what_was_run(run_dir):
     (run_dir / "figures").mkdir()
     for name in ("paper_latency", "paper_training_curves", "paper_accuracy_vs_sparsity"):
         (run_dir / "figures" / f"{name}.png").write_bytes(b"png")
-    text = report.reproduction_report(run_dir, {}, {"table1": "x", "table2": "x", "table3": "x", "table4": "x"})
+    text = reproduction.reproduction_report(run_dir, {}, {"table1": "x", "table2": "x", "table3": "x", "table4": "x"})
     figures = text.split("## Figures")[1].split("## What differs")[0]
     assert figures.count("![") == 3 and "paper_confusion" not in figures  # only the figures the run drew
     captions = {line.split("*")[1]: line for line in figures.splitlines() if line.startswith("*")}
@@ -126,10 +126,10 @@ def test_publish_copies_a_finished_runs_tables_and_figures_with_provenance(tmp_p
     (run / "manifest.json").write_text(json.dumps(manifest))
     target = tmp_path / "figures"
     with pytest.raises(ValueError, match="did not complete"):
-        report.publish(run, target)
+        reproduction.publish(run, target)
     (run / "manifest.json").write_text(json.dumps({**manifest, "status": "completed"}))
     with pytest.raises(report.MissingArtifact, match="REPRODUCTION.md"):
-        report.publish(run, target)
+        reproduction.publish(run, target)
     (run / "REPRODUCTION.md").write_text("# report")
     assert main(["maintain", "publish", str(run), "--to", str(target)]) == 0
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
@@ -140,8 +140,8 @@ def test_publish_copies_a_finished_runs_tables_and_figures_with_provenance(tmp_p
     assert "run `reproduce-1`" in readme and "make reproduce DATA=PATH" in readme and "notebooks 2 min" in readme
     assert "at git fedcba9" in readme  # tables rebuilt later by newer code are said to be
     with pytest.raises(FileExistsError):  # never replaced silently
-        report.publish(run, target)
-    report.publish(run, target, force=True)
+        reproduction.publish(run, target)
+    reproduction.publish(run, target, force=True)
 
 
 def test_readable_tables_give_each_kind_of_number_its_precision():

@@ -157,7 +157,7 @@ def _print_curve(name: str, rebuilt: Path) -> None:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from lightfer_utils.report import publish
+    from lightfer_utils.reproduction import publish
 
     copied = publish(Path(args.run_dir), Path(args.to), force=args.force)
     print(f"{len(copied)} files and provenance.json from {args.run_dir} in {args.to}")
