@@ -101,8 +101,7 @@ def figure_captions(run_dir: Path) -> dict[str, str]:
 
 def differences(run_dir: Path, host: dict[str, Any]) -> list[str]:
     """The "what differs and why" items, with this run's own numbers where it has them."""
-    machine = f"{host.get('cpu', '?')} ({host.get('cpu_isa', 'vector extensions not recorded')}), " \
-              f"{host.get('logical_cores', '?')} cores, GPUs: {', '.join(g['name'] for g in host.get('gpus', [])) or 'none'}"
+    machine = _machine(host)
     items = [
         f"- Hardware: ours were measured on {machine}; the paper's Table 3 on an i5-10300H PC and its Table 4 on a "
         "Jetson Nano. Rows needing a GPU, TensorRT or a Jetson read 'not run on this host'. Timings depend on the "
