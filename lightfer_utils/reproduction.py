@@ -78,6 +78,9 @@ def figure_captions(run_dir: Path) -> dict[str, str]:
               for _, row in results.iterrows()}
     origin = (f"02 started from the shipped training records ({parameters['resume_from'].replace(',', ', ')}), so epochs "
               "done there were not re-run" if parameters.get("resume_from") else f"trained by 02 in this run on {_machine(host)}")
+    pruned_where = (f"the variants were fine-tuned once by `lightfer maintain ship-variants` ({parameters['variants_from']}, "
+                    "whose variants.json names the host and date of each) and measured here from their files"
+                    if parameters.get("variants_from") else f"fine-tuned by 03 in this run on {_machine(host)}")
     trained = f"Trained on Training: {'; '.join(epochs.values()) or '?'}; {origin}."
     scored = f"PrivateTest: {faces:,} faces ({data}), ±1 standard error, scored on {_machine(host)}."
     bench_host = RunDir(run_dir).benchmark_host
@@ -88,7 +91,8 @@ def figure_captions(run_dir: Path) -> dict[str, str]:
         "paper_accuracy_vs_parameters": "Test accuracy against parameters of every model of ours the run scored, with the "
                                         f"paper's Light-FER and Zhou et al.'s mini-Xception as published. {scored} {trained}",
         "paper_accuracy_vs_sparsity": f"tfmot magnitude pruning of `{main}` to each target sparsity, "
-                                      f"{parameters.get('prune_epochs', '?')} fine-tuning epoch(s) on Training per point. {scored}",
+                                      f"{parameters.get('prune_epochs', '?')} fine-tuning epoch(s) on Training per point; "
+                                      f"{pruned_where}. {scored}",
         "paper_size_vs_accuracy": f"File size against accuracy of each format 04 made of `{main}` (INT8 calibrated on "
                                   f"{parameters.get('calibration_size', '?')} Training faces). {scored}",
         "paper_latency": f"Classifier-only batch-1 latency (median of {parameters.get('iterations', '?')} calls after "

@@ -9,6 +9,7 @@ Each run gets its own directory holding the executed notebooks, their artifacts 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import math
@@ -105,7 +106,7 @@ class RunPlan:
 
 # Notebooks run inside their run directory, so a relative path given with -p is resolved here,
 # against the caller's working directory; several paths are comma-separated.
-PATH_PARAMETERS: tuple[str, ...] = ("resume_from", "model_path", "formats_dir", "ferplus_path")
+PATH_PARAMETERS: tuple[str, ...] = ("resume_from", "model_path", "variants_from", "formats_dir", "ferplus_path")
 
 
 def resolve_path_parameter(name: str, value: str) -> str:
@@ -194,6 +195,14 @@ def parameter_schema(notebooks: list[Path]) -> dict[str, str]:
             if schema.setdefault(name, type_name) != type_name:
                 raise ParameterError(f"parameter {name!r} has type {schema[name]} in one notebook, {type_name} in {notebook.name}")
     return schema
+
+
+def notebook_values(profile: str, notebook: str) -> dict[str, Any]:
+    """What `notebook` is given under `profile`: the profile's values, else the notebook's own defaults."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{notebook}.ipynb"))
+    return {name: PROFILES[profile].get(name, ast.literal_eval(spec["default"])) for name, spec in declared.items()}
 
 
 def plan_run(
@@ -320,11 +329,9 @@ def _environment(**values: str) -> Iterator[None]:
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        for name in values:
+            os.environ.pop(name, None)
+        os.environ.update({name: value for name, value in saved.items() if value is not None})
 
 
 def _execute_notebooks(plan: RunPlan, manifest: dict[str, Any], kernel_name: str | None) -> None:

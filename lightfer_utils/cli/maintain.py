@@ -75,6 +75,27 @@ def _ship_paper(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ship_variants(args: argparse.Namespace) -> int:
+    from lightfer_utils.data import SPLITS, load_for_run
+    from lightfer_utils.runner import notebook_values
+    from lightfer_utils.training.prune import parse_fractions
+    from lightfer_utils.training.train import load_trained
+    from lightfer_utils.training.variants import Recipe, ship_variants
+
+    values = notebook_values(args.profile, "03_pruning")
+    recipe = Recipe(tuple(parse_fractions(values["sparsities"])), tuple(parse_fractions(values["channel_keep"])),
+                    values["prune_epochs"], values["structured_epochs"], values["learning_rate"], values["batch_size"],
+                    values["seed"])
+    out = Path(args.out) if args.out else Path(args.source).parent / "variants"
+    dense = load_trained(args.source)
+    data = load_for_run(args.data, values["subset_fraction"], values["seed"])
+    train, validation, _ = (data.split(split) for split in SPLITS)
+    record = ship_variants(dense, train, validation, data.sha256, recipe, out, args.source, overwrite=args.force)
+    print(f"{out}: {', '.join(record['variants'])}; `make reproduce` measures them from these files "
+          f"(the {args.profile} profile's variants_from)")
+    return 0
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     from lightfer_utils.training.snapshot import write_snapshot
     from lightfer_utils.training.trainingdir import TrainingDir
@@ -206,6 +227,17 @@ def _add(commands: argparse._SubParsersAction, listed: bool) -> None:
     paper.add_argument("--unfinished", action="store_true", help="ship from a run that has not finished training: a "
                        "dry run of the pipeline, into a scratch --models-dir")
 
+    variants = command(commands, "ship-variants", "03's compression variants of a model, fine-tuned once with a profile's "
+                       "settings and shipped with a record, so that runs of that profile measure them from their files; "
+                       "resumable, one variant at a time",
+                       ("lightfer maintain ship-variants models/light_fer_net_deep/training --data /path/to/fer2013",),
+                       _ship_variants, tensorflow=True, listed=listed)
+    variants.add_argument("source", help="the dense model: a training directory or a .keras file")
+    data_option(variants)
+    variants.add_argument("--profile", default="reproduce", choices=("reproduce",), help="whose 03 settings to use")
+    variants.add_argument("--out", default="", help="where the variants go (default: variants/ beside the source)")
+    variants.add_argument("--force", action="store_true", help="start again, replacing the variants made so far")
+
     _add_records(commands, listed)
 
 
@@ -262,7 +294,7 @@ def _add_records(commands: argparse._SubParsersAction, listed: bool) -> None:
     publish.add_argument("--force", action="store_true", help="replace what the folder holds")
 
 
-MAINTAIN_COMMANDS = ("ship", "ship-edge", "ship-paper", "ship-int8", "materialize", "snapshot", "runs", "rebuild",
+MAINTAIN_COMMANDS = ("ship", "ship-edge", "ship-paper", "ship-variants", "ship-int8", "materialize", "snapshot", "runs", "rebuild",
                      "publish")
 
 

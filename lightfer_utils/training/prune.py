@@ -13,7 +13,7 @@ import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -364,37 +364,18 @@ def parse_fractions(text: str) -> list[float]:
     return values
 
 
-def magnitude_variants(
-    dense: keras.Model, train: FerData, validation: FerData, test: FerData, sparsities: list[float], epochs: int,
-    out: Path, dense_layers: pd.DataFrame, **tuning: Any,
+def measure_variants(
+    names: list[str], make: Callable[[str], keras.Model], validation: FerData, test: FerData, out: Path,
+    dense_layers: pd.DataFrame,
 ) -> tuple[list[dict[str, Any]], dict[str, pd.DataFrame]]:
-    """tfmot magnitude pruning at each target sparsity and at 2:4, each fine-tuned for `epochs`,
+    """Each named variant made by `make` (fine-tuned, or loaded from shipped files: training/variants.py),
     saved in `out` and measured: the pruning table's rows and each variant's per-layer sparsity."""
     rows, per_layer = [], {}
-    for sparsity in [*sparsities, None]:
-        name = f"magnitude_{sparsity:g}" if sparsity is not None else "sparsity_2of4"
-        print(f"--- {name}")
-        pruned = magnitude_prune(dense, train, validation, sparsity, epochs,
-                                 **({"m_by_n": (2, 4)} if sparsity is None else {}), **tuning)
-        per_layer[name] = sparsity_table(pruned)
-        rows.append(variant_row(name, pruned, validation, test, out / f"{name}.keras", dense_layers))
+    for name in names:
+        model = make(name)
+        per_layer[name] = sparsity_table(model)
+        rows.append(variant_row(name, model, validation, test, out / f"{name}.keras", dense_layers))
     return rows, per_layer
-
-
-def structured_variants(
-    dense: keras.Model, train: FerData, validation: FerData, test: FerData, keep_fractions: list[float], epochs: int,
-    out: Path, dense_layers: pd.DataFrame, **tuning: Any,
-) -> list[dict[str, Any]]:
-    """Channel pruning keeping each fraction of the channels, then distilled fine-tuning from the
-    dense model (best PublicTest epoch kept), saved in `out` and measured."""
-    rows = []
-    for keep in keep_fractions:
-        name = f"channels_{keep:g}"
-        print(f"--- {name}")
-        smaller, _ = prune_channels(dense, keep, calibration_faces=train.images)
-        fine_tune(smaller, train, validation, epochs, teacher=dense, keep_best=True, **tuning)
-        rows.append(variant_row(name, smaller, validation, test, out / f"{name}.keras", dense_layers))
-    return rows
 
 
 def pruning_table(rows: list[dict[str, Any]], out: Path, faces: np.ndarray, iterations: int, rounds: int) -> pd.DataFrame:
