@@ -78,14 +78,11 @@ def _ship_paper(args: argparse.Namespace) -> int:
 def _ship_variants(args: argparse.Namespace) -> int:
     from lightfer_utils.data import SPLITS, load_for_run
     from lightfer_utils.runner import notebook_values
-    from lightfer_utils.training.prune import parse_fractions
     from lightfer_utils.training.train import load_trained
     from lightfer_utils.training.variants import Recipe, ship_variants
 
     values = notebook_values(args.profile, "03_pruning")
-    recipe = Recipe(tuple(parse_fractions(values["sparsities"])), tuple(parse_fractions(values["channel_keep"])),
-                    values["prune_epochs"], values["structured_epochs"], values["learning_rate"], values["batch_size"],
-                    values["seed"])
+    recipe = Recipe.from_parameters(values)
     out = Path(args.out) if args.out else Path(args.source).parent / "variants"
     dense = load_trained(args.source)
     data = load_for_run(args.data, values["subset_fraction"], values["seed"])

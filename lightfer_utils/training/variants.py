@@ -56,6 +56,15 @@ class Recipe:
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: a recipe value has the wrong type ({err})") from None
 
+    @classmethod
+    def from_parameters(cls, values: dict[str, Any]) -> "Recipe":
+        """From 03's parameters as a run gives them (fractions comma-separated)."""
+        from lightfer_utils.training.prune import parse_fractions
+
+        return cls(tuple(parse_fractions(values["sparsities"])), tuple(parse_fractions(values["channel_keep"])),
+                   values["prune_epochs"], values["structured_epochs"], values["learning_rate"], values["batch_size"],
+                   values["seed"])
+
     def magnitude_names(self) -> list[str]:
         return [*(f"magnitude_{s:g}" for s in self.sparsities), "sparsity_2of4"]
 
