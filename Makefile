@@ -32,8 +32,8 @@ test:
 test-fast:
 	LIGHTFER_DATA= LIGHTFER_OFFLINE=1 $(PYTEST) tests -m unit
 
-# The main job: the paper's Tables 1-4, figures and REPRODUCTION.md from the shipped models (only the
-# compression steps fine-tune; 43 min on 2 AVX-512 cores, an estimated 2.5–3 h on 2 AVX2-only cores: docs/measurements.md),
+# The main job: the paper's Tables 1-4, figures and REPRODUCTION.md from the shipped models and 03's
+# shipped variants, measured from their files (nothing fine-tunes; its times: docs/measurements.md),
 # published into figures/.
 REPRODUCE_RUN := papermill_runs/reproduce-$(shell date +%Y%m%d-%H%M%S)
 reproduce:

@@ -55,14 +55,15 @@ PROFILES: dict[str, dict[str, Any]] = {
               "cost_models": "mini_xception,vgg_style,resnet50,xception", "cost_steps": 1},
     # The paper's experiments from the shipped models: the default light_fer_net_deep, Zhou et al.'s
     # mini_xception and the simple CNN are evaluated, not retrained; the comparison models too slow
-    # for a CPU get their training cost measured; only the compression steps fine-tune (three
-    # sparsities plus 2:4, two channel budgets with 3 distilled epochs each). `make reproduce` runs
-    # this and publishes figures/ from it.
+    # for a CPU get their training cost measured; 03's variants (three sparsities plus 2:4, two
+    # channel budgets with 3 distilled epochs each) are measured from the files `lightfer maintain
+    # ship-variants` made with these settings. `make reproduce` runs this and publishes figures/ from it.
     "reproduce": {**FULL_SCALE, "seed": 0, "subset_fraction": 1.0, "models": "light_fer_net,mini_xception,simple_cnn",
                   "resume_from": "models/light_fer_net_deep/training,models/mini_xception/training,"
                                  "models/simple_cnn/training",
                   "cost_models": "vgg_style,resnet50,xception", "cost_steps": 5,
                   "sparsities": "0.5,0.75,0.9", "prune_epochs": 1, "structured_epochs": 3, "channel_keep": "0.8,0.7",
+                  "variants_from": "models/light_fer_net_deep/variants",
                   # the paper's model as shipped (lightfer maintain ship-paper): measured by 02, timed by 06 for Tables 2-4
                   "paper_model": "light_fer_xception"},
     # The full data on a CPU machine, training from scratch: the models that train in hours there

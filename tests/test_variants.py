@@ -109,3 +109,20 @@ def test_an_interrupted_ship_goes_on_with_the_next_variant(tmp_path, monkeypatch
     assert list(record["variants"]) == RECIPE.names() and (tmp_path / "magnitude_0.5.keras").read_bytes() == first
     with pytest.raises(ValueError, match="other dense weights"):  # resuming from another model is refused
         ship_variants(_perturbed(dense), train, validation, DATA_SHA, RECIPE, tmp_path, "tiny")
+
+
+def test_the_reproduce_profile_measures_variants_shipped_with_its_own_recipe_and_weights():
+    from lightfer_utils import runner
+    from lightfer_utils.runtime.provenance import file_sha256
+    from lightfer_utils.training.train import load_trained
+
+    values = runner.notebook_values("reproduce", "03_pruning")
+    folder = runner.PROJECT_ROOT / values["variants_from"]
+    record = variants.read_record(folder)
+    assert record["recipe"] == Recipe.from_parameters(values)  # the profile and the shipped files cannot drift apart
+    for name in record["recipe"].names():
+        assert file_sha256(folder / f"{name}.keras") == record["variants"][name]["sha256"]
+    # made from the dense model the profile's 02 resumes (its 03 compresses that run's light_fer_net)
+    assert record["source"] in runner.notebook_values("reproduce", "02_xception_baseline")["resume_from"].split(",")
+    assert weights_sha256(load_trained(runner.PROJECT_ROOT / record["source"])) == record["dense_weights_sha256"]
+

@@ -153,7 +153,7 @@ def shipped(folder: str | os.PathLike[str], recipe: Recipe, dense: keras.Model, 
         entry, path = record["variants"][name], root / f"{name}.keras"
         if not path.is_file() or file_sha256(path) != entry.get("sha256"):
             raise ValueError(f"{path}: missing or changed since {root / RECORD} recorded it")
-        print(f"--- {name}: shipped, made on {entry.get('created')} ({entry.get('cpu')}); measured from {path}")
+        print(f"--- {name}: shipped, made on {entry.get('created')} ({entry.get('cpu')}); measured from {path.name}")
         return load_predictor(path).model
 
     return load
@@ -187,7 +187,7 @@ def ship_variants(dense: keras.Model, train: FerData, validation: FerData, data_
     todo = [name for name in recipe.names() if name not in record["variants"]]
     print(f"{root}: {len(recipe.names()) - len(todo)} of {len(recipe.names())} variants made before; making "
           f"{', '.join(todo) or 'none'}")
-    host = host_info()
+    host, revision = host_info(), git_revision()  # the code that makes them, before any of them is committed
     for name in tqdm(todo, desc="variants", unit="variant"):
         started = time.perf_counter()
         path = root / f"{name}.keras"
@@ -195,6 +195,6 @@ def ship_variants(dense: keras.Model, train: FerData, validation: FerData, data_
         record["variants"][name] = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
                                     "seconds": round(time.perf_counter() - started, 1), "created": now_iso(),
                                     "cpu": f"{host['cpu']} ({host['cpu_isa']}, {host['logical_cores']} cores)",
-                                    "git": git_revision()["commit"]}
+                                    "git": f"{revision['commit']}{'+dirty' if revision.get('dirty') else ''}"}
         atomic_write(root / RECORD, json.dumps({**record, "recipe": asdict(record["recipe"])}, indent=2) + "\n")
     return record
