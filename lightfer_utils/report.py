@@ -17,6 +17,7 @@ from lightfer_utils import figures
 from lightfer_utils.runtime.rundir import RunDir
 
 NOT_RUN = "not run on this host"
+ANCHOR_MODEL = "fer's mini-Xception (anchor)"
 RUNTIME_NAMES = {"keras": "Keras", "tflite": "TFLite", "onnx": "ONNX", "tensorrt": "TensorRT", "ort_cuda": "ONNX (CUDA EP)",
                  "ort_trt": "ONNX (TensorRT EP)", "fer_anchor_keras": "fer anchor (Keras)",
                  "fer_anchor_tflite": "fer anchor (TFLite)"}
@@ -184,7 +185,9 @@ def table_4(run_dir: Path) -> pd.DataFrame:
     keras = joined.loc[("Keras", "FP32"), "fps"] if ("Keras", "FP32") in joined.index else np.nan
     joined["fps_vs_keras_fp32"] = (joined["fps"] / keras).round(2)
     joined["paper_fps_vs_keras_fp32"] = (joined["paper_fps"] / published.table_4().loc[("Keras", "FP32"), "fps"]).round(2)
-    joined.insert(0, "model", PAPER_MODEL_LABEL if paper_model else main_model_name(run_dir))
+    ours_label = PAPER_MODEL_LABEL if paper_model else main_model_name(run_dir)
+    joined.insert(0, "model", [ANCHOR_MODEL if framework.startswith("fer anchor") else ours_label
+                               for framework in joined.index.get_level_values("framework")])
     return joined.sort_index()
 
 
@@ -194,10 +197,23 @@ DECIMALS = (("_vs_", 2), ("minus", 2), ("fps", 0), ("_mw", 0), ("parameters", 0)
             ("_gb", 2), ("minutes", 1))
 
 
+# The headers people read (Markdown, LaTeX, REPRODUCTION.md); the CSV keeps the column names code reads.
+HEADERS = {"source": "Source", "model": "Model", "status": "Status", "parameters": "Parameters",
+           "nonzero_parameters": "Non-zero parameters", "train_percent": "Train (%)", "test_percent": "Test (%)",
+           "minutes_per_epoch": "Minutes per epoch", "test_minus_light_fer": "Test minus Light-FER (points)",
+           "cpu_percent_of_machine": "CPU (% of machine)", "mem_percent_of_ram": "Memory (% of RAM)",
+           "fps_end_to_end": "FPS (end to end)", "fps": "FPS (end to end)", "power_mw": "Power (mW)",
+           "cpu_gb": "CPU memory (GB)", "gpu_gb": "GPU memory (GB)", "total_gb": "Total memory (GB)",
+           "classifier_fps_b1": "Classifier FPS (batch 1)", "classifier_p50_ms_b1": "Classifier p50 (ms, batch 1)",
+           "paper_fps": "Paper FPS", "paper_power_mw": "Paper power (mW)", "paper_cpu_gb": "Paper CPU memory (GB)",
+           "paper_gpu_gb": "Paper GPU memory (GB)", "paper_total_gb": "Paper total memory (GB)",
+           "fps_vs_keras_fp32": "Speed-up over Keras FP32", "paper_fps_vs_keras_fp32": "Paper speed-up over Keras FP32"}
+
+
 def readable(table: pd.DataFrame) -> pd.DataFrame:
-    """The table as text for people (Markdown, LaTeX, REPRODUCTION.md): each number with the
-    precision its kind deserves (DECIMALS; others 3 significant digits), thousands separated,
-    missing values blank. The CSV keeps the numbers."""
+    """The table as text for people (Markdown, LaTeX, REPRODUCTION.md): headers in words (HEADERS),
+    each number with the precision its kind deserves (DECIMALS; others 3 significant digits),
+    thousands separated, missing values blank. The CSV keeps the numbers and the column names."""
     def formatter(column: Any) -> Callable[[Any], str]:
         name = "_".join(map(str, column)) if isinstance(column, tuple) else str(column)
         if name.startswith("paper_") and "_vs_" not in name:
@@ -218,7 +234,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
             text[column] = ["" if pd.isna(v) else v for v in table[column]]
     if isinstance(text.columns, pd.MultiIndex):  # ("ours", "angry") -> "ours: angry": one header row
         text.columns = [": ".join(map(str, key)) for key in text.columns]
-    return text
+    return text.rename(columns=HEADERS)
 
 
 def save_all_formats(table: pd.DataFrame, run_dir: Path, name: str) -> dict[str, Path]:

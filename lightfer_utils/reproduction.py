@@ -37,7 +37,8 @@ def reproduction_report(run_dir: Path, tables: dict[str, pd.DataFrame], missing:
     for key, title in titles.items():
         lines += [f"## {title}", ""]
         if key == "table1" and key in tables:
-            lines += ["Per-class recall (the matrix's diagonal); full matrices in `tables/paper_table1.*`.", "",
+            lines += ["Per-class recall (the matrix's diagonal, a share of each true class as in the paper's Table 1); "
+                      "full matrices in `tables/paper_table1.*`.", "",
                       diagonal(tables[key]).to_markdown(floatfmt=".3f"), ""]
         elif key in tables:
             lines += [readable(tables[key]).to_markdown(disable_numparse=True), ""]

@@ -67,6 +67,9 @@ def test_table_4_is_end_to_end_keeps_every_paper_row_and_never_fills_in_ours(run
     skipped = bench[bench["status"].notna()].set_index("format")
     assert t4.loc[("TensorRT", "FP16"), "status"] == skipped.loc["tensorrt_fp16", "status"]
     assert np.isnan(t4.loc[("TensorRT", "FP16"), "fps"]) and t4.loc[("TensorRT", "FP16"), "paper_fps"] == 5.51
+    anchor = t4.index.get_level_values("framework").str.startswith("fer anchor")
+    assert anchor.any() and (t4.loc[anchor, "model"] == report.ANCHOR_MODEL).all()  # not credited to ours
+    assert (t4.loc[~anchor, "model"] == report.main_model_name(run_dir)).all()
 
 
 def test_table_3_gives_cpu_as_a_share_of_the_whole_machine(run_dir):
@@ -150,7 +153,8 @@ def test_readable_tables_give_each_kind_of_number_its_precision():
                           "status": ["measured", np.nan]}, index=["a", "b"])
     text = report.readable(table)
     assert text.loc["a"].tolist() == ["1,413", "71.33", "0.31", "958,023", "12.35", "0.0701", "measured"]
-    assert text.loc["b", "fps"] == "" and text.loc["b", "status"] == ""
+    assert text.loc["b", "FPS (end to end)"] == "" and text.loc["b", "Status"] == ""
+    assert list(text.columns[:2]) == ["FPS (end to end)", "Test (%)"] and "ece" in text  # headers in words
     assert "e+" not in report.readable(pd.DataFrame({"fps": [14100.0]})).to_markdown(disable_numparse=True)
 
 
@@ -188,7 +192,7 @@ def test_every_paper_table_is_flat_and_its_latex_compiles(run_dir, tmp_path):
     for name, table in tables.items():
         paths = report.save_all_formats(table, run_dir, f"paper_{name}")
         header = paths["md"].read_text().splitlines()[0]
-        assert "('" not in header, header  # flat headers, no tuples
+        assert "('" not in header and "_percent" not in header, header  # flat headers, in words
         tex = paths["tex"].read_text()
         assert "\\toprule" in tex and "_" not in tex.replace("\\_", ""), name  # underscores escaped
         columns = tex.split("\\begin{tabular}{", 1)[1].split("}", 1)[0]
