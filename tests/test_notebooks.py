@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from smoke_numbers import compare_runs, written_files
 
@@ -43,6 +44,16 @@ def test_smoke_run_is_current_and_executed(name):
     assert sum(len(c.outputs) for c in code) > 0, f"{name} has no outputs: nbval would pass trivially"
     manifest = json.loads((SMOKE_RUN / "manifest.json").read_text())
     assert manifest["profile"] == "smoke" and manifest["status"] == "completed"
+
+
+def test_the_smoke_run_keeps_the_histories_07_draws_so_any_clone_rebuilds_its_tables():
+    """`lightfer tables papermill_runs/smoke --force` in a fresh clone must draw the same training
+    curves as the run did: each trained model's history.csv is committed (its weights are not)."""
+    trained = pd.read_csv(SMOKE_RUN / "tables" / "model_results.csv")["model"]
+    histories = [f"papermill_runs/smoke/training/{model}/history.csv" for model in trained]
+    listed = subprocess.run(["git", "ls-files", "--", *histories], cwd=ROOT, capture_output=True, text=True)
+    tracked = set(listed.stdout.split()) if listed.returncode == 0 else {h for h in histories if (ROOT / h).is_file()}
+    assert len(histories) > 0 and set(histories) <= tracked, sorted(set(histories) - tracked)
 
 
 def nbval_marker_lines(source: str) -> list[str]:
