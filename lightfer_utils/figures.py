@@ -40,10 +40,12 @@ def standard_error_points(percent: Any, faces: int) -> Any:
 
 
 def _accuracy_axis(ax: plt.Axes, values: Any, errors: Any) -> None:
-    """Y limits covering the values and their error bars, at least MIN_SPAN_POINTS tall."""
+    """Y limits covering the values and their error bars, at least MIN_SPAN_POINTS tall, with room
+    above the highest bar for a point's label."""
     low, high = float(np.min(np.asarray(values) - errors)), float(np.max(np.asarray(values) + errors))
     pad = max(0.0, MIN_SPAN_POINTS - (high - low)) / 2
-    ax.set_ylim(low - pad - 0.3, high + pad + 0.3)
+    margin = 0.3 + 0.06 * (high - low + 2 * pad)
+    ax.set_ylim(low - pad - margin, high + pad + margin)
 
 
 def accuracy_vs_parameters_figure(table2: pd.DataFrame, faces: int = 3589) -> plt.Figure:
@@ -58,7 +60,8 @@ def accuracy_vs_parameters_figure(table2: pd.DataFrame, faces: int = 3589) -> pl
     ax.axhline(paper, color="C1", ls="--", label="Light-FER (paper)")
     ax.scatter([published.ZHOU_MODEL["parameters"]], [published.ZHOU_MODEL["test_accuracy_percent"]], marker="s",
                color="C2", label="Zhou et al. (paper)")
-    _accuracy_axis(ax, [*ours["test_percent"], paper, published.ZHOU_MODEL["test_accuracy_percent"]], 0)
+    _accuracy_axis(ax, [*ours["test_percent"], paper, published.ZHOU_MODEL["test_accuracy_percent"]],
+                   [*errors, 0, 0])
     ax.set(xscale="log", xlabel="parameters (log)", ylabel="test accuracy (%)", title="Accuracy vs parameters")
     ax.legend()
     return fig

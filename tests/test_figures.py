@@ -36,6 +36,15 @@ def test_close_accuracies_are_drawn_on_an_axis_at_least_five_points_tall_with_er
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["Keras FP32", "ONNX FP16", "TFLite INT8"]
 
 
+def test_the_accuracy_vs_parameters_axis_holds_every_error_bar():
+    table2 = pd.DataFrame({"source": ["ours", "ours", "paper"], "parameters": [958_023, 58_423, np.nan],
+                           "test_percent": [71.33, 61.35, 69.87]}, index=["light_fer_net_deep", "mini_xception", "Light-FER"])
+    figure = figures.accuracy_vs_parameters_figure(table2, 3589)
+    low, high = figure.axes[0].get_ylim()
+    error = figures.standard_error_points(71.33, 3589)
+    assert high > 71.33 + error and low < 61.35 - figures.standard_error_points(61.35, 3589)
+
+
 def test_formats_of_one_size_are_drawn_side_by_side_not_on_top_of_each_other():
     sizes = pd.Series({"onnx_fp16": 1900.0, "tflite_fp16": 1901.0, "keras_fp32": 3800.0, "tflite_fp32": 3700.0,
                        "tflite_int8": 980.0})
