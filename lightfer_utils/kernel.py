@@ -1,7 +1,10 @@
 """The `lightfer` Jupyter kernel: IPython with TensorFlow imported quietly before the first cell,
 so that executed notebooks carry no start-up lines of the native libraries (oneDNN, CUDA's
 cuInit, absl's log preamble), which TensorFlow writes to file descriptor 2 before its log level
-applies.
+applies. What the native libraries write there while cells run (tf.data's C++ log lines, for one)
+is not forwarded into the notebook either: it goes to the kernel's own stderr, which is
+/dev/null unless LIGHTFER_DEBUG=1 asks for it. Python's warnings and tracebacks still reach the
+notebook.
 
     python -m lightfer_utils.kernel install    # the kernelspec, into this environment (make setup)
 """
@@ -9,6 +12,7 @@ applies.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -42,7 +46,7 @@ def main() -> None:
     if sys.argv[1:] == ["install"]:
         print(f"installed the kernel {KERNEL_NAME!r} in {install()}")
         return
-    from lightfer_utils.runtime.quiet import native_stderr_hidden
+    from lightfer_utils.runtime.quiet import native_output_wanted, native_stderr_hidden
 
     with native_stderr_hidden():
         import tensorflow as tf
@@ -50,6 +54,9 @@ def main() -> None:
         tf.config.list_physical_devices()
     from ipykernel import kernelapp
 
+    sys.argv.append("--IPKernelApp.capture_fd_output=False")
+    if not native_output_wanted():
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     kernelapp.launch_new_instance()
 
 
