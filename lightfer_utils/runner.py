@@ -1,10 +1,9 @@
 """`lightfer run`: execute the numbered notebooks in order with papermill.
 
-Every parameter is checked before the first notebook starts: the set of known parameters and
-their types is read from the notebooks' cells tagged ``parameters`` (``name: type = default``),
-so a notebook that gains a parameter makes it available to the runner without further code.
-Each run gets its own directory holding the executed notebooks, their artifacts and
-``manifest.json``; an existing directory is never reused.
+Every parameter is checked before the first notebook starts (`lightfer_utils.parameters`), so a
+notebook that gains a parameter makes it available to the runner without further code. Each run
+gets its own directory holding the executed notebooks, their artifacts and ``manifest.json``; an
+existing directory is never reused.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +20,11 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from lightfer_utils.data import load_fer2013, resolve_data_path
+from lightfer_utils.parameters import PATH_PARAMETERS, ParameterError, coerce, parameter_schema, resolve_path_parameter
 from lightfer_utils.runtime.atomic import atomic_write
 from lightfer_utils.runtime.rundir import RunDir
-from lightfer_utils.runtime.provenance import PROJECT_ROOT, git_revision, host_info, now_iso, package_versions
+from lightfer_utils.runtime.provenance import (PROJECT_ROOT, git_revision, host_info, now_iso, package_versions,
+                                               project_relative)
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 RUNS_DIR = PROJECT_ROOT / "papermill_runs"
@@ -77,12 +76,6 @@ PROFILES: dict[str, dict[str, Any]] = {
               "compress": "xception", "channel_keep": ""},
 }
 
-TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-
-
-class ParameterError(ValueError):
-    """A bad run parameter, found before any notebook starts."""
-
 
 @dataclass
 class RunPlan:
@@ -103,99 +96,6 @@ class RunPlan:
         if "run_dir" in declared:  # notebooks run inside their run directory (cwd); their own default is interactive
             chosen["run_dir"] = "."
         return chosen
-
-
-# Notebooks run inside their run directory, so a relative path given with -p is resolved here,
-# against the caller's working directory; several paths are comma-separated.
-PATH_PARAMETERS: tuple[str, ...] = ("resume_from", "model_path", "variants_from", "formats_dir", "ferplus_path")
-
-
-def resolve_path_parameter(name: str, value: str) -> str:
-    """Absolute form of a path parameter's comma-separated entries; each must exist."""
-    resolved = []
-    for entry in (e.strip() for e in value.split(",") if e.strip()):
-        path = Path(entry).expanduser().resolve()
-        if not path.exists():
-            raise ParameterError(f"parameter {name!r}: {entry} does not exist (relative paths start at {Path.cwd()})")
-        resolved.append(str(path))
-    return ",".join(resolved)
-
-
-# the range of each numeric parameter (and of each number of the comma-separated ones), checked
-# before the run directory exists, so a bad value never leaves a half-run behind
-PARAMETER_RANGES: dict[str, tuple[float, float]] = {
-    "batch_size": (1, 65_536), "batch_sizes": (1, 65_536), "calibration_size": (1, 100_000), "cost_steps": (1, 10_000),
-    "epochs": (1, 100_000), "erase_probability": (0, 1), "iterations": (1, 1_000_000), "label_smoothing": (0, 0.99),
-    "latency_iterations": (1, 1_000_000), "latency_rounds": (1, 1_000), "learning_rate": (0, 10), "min_face": (20, 4_000),
-    "pipeline_iterations": (1, 1_000_000), "prune_epochs": (0, 1_000), "seed": (0, 2**32 - 1),
-    "structured_epochs": (0, 1_000), "subset_fraction": (1e-6, 1), "xception_input_size": (71, 1_024),
-    "sparsities": (0, 0.99), "channel_keep": (0.01, 1)}
-LIST_PARAMETERS = {"batch_sizes": int, "sparsities": float, "channel_keep": float}
-
-
-def coerce(name: str, raw: str, type_name: str) -> Any:
-    """Parse a command-line value as the type its notebook declares, finite and in its range; the
-    error names the parameter."""
-    try:
-        if type_name == "bool":
-            lowered = raw.strip().lower()
-            if lowered in ("true", "1", "yes"):
-                return True
-            if lowered in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if type_name == "int":
-            value: Any = int(raw)
-        elif type_name == "float":
-            value = float(raw)
-        else:
-            value = raw
-    except ValueError:
-        raise ParameterError(f"parameter {name!r} expects {type_name}, got {raw!r}") from None
-    check_range(name, value)
-    return value
-
-
-def check_range(name: str, value: Any) -> None:
-    if name not in PARAMETER_RANGES:
-        return
-    low, high = PARAMETER_RANGES[name]
-    kind = LIST_PARAMETERS.get(name)
-    try:
-        numbers = [kind(v) for v in str(value).split(",") if v.strip()] if kind else [value]
-    except ValueError:
-        raise ParameterError(f"parameter {name!r} takes comma-separated {kind.__name__}s, got {value!r}") from None
-    for number in numbers:
-        if not (math.isfinite(number) and low <= number <= high):
-            raise ParameterError(f"parameter {name!r} must be between {low:g} and {high:g}, got {number!r}")
-
-
-def assigned_names(notebook: Path) -> list[str]:
-    """Names assigned at the top level of a notebook's cell tagged ``parameters``."""
-    import nbformat
-
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        if "parameters" in cell.metadata.get("tags", []):
-            return re.findall(r"^([A-Za-z_]\w*)\s*[:=]", cell.source, flags=re.MULTILINE)
-    return []
-
-
-def parameter_schema(notebooks: list[Path]) -> dict[str, str]:
-    import papermill
-
-    schema: dict[str, str] = {}
-    for notebook in notebooks:
-        declared = papermill.inspect_notebook(str(notebook))
-        unparsed = sorted(set(assigned_names(notebook)) - set(declared))
-        if unparsed:  # papermill only warns and drops a line it cannot parse
-            raise ParameterError(f"{notebook.name}: papermill cannot parse the parameter line(s) of {', '.join(unparsed)}")
-        for name, spec in declared.items():
-            type_name = spec["inferred_type_name"]
-            if type_name not in TYPES:
-                raise ParameterError(f"{notebook.name}: parameter {name!r} needs a type annotation (int, float, str, bool)")
-            if schema.setdefault(name, type_name) != type_name:
-                raise ParameterError(f"parameter {name!r} has type {schema[name]} in one notebook, {type_name} in {notebook.name}")
-    return schema
 
 
 def notebook_values(profile: str, notebook: str) -> dict[str, Any]:
@@ -310,12 +210,6 @@ def _check_kernel(plan: RunPlan, kernel_name: str | None) -> None:
                                     "installs the notebooks' kernel (make setup does), or pass --kernel NAME") from None
 
 
-def project_relative(path: str | os.PathLike[str]) -> str:
-    """A path as the manifest records it: relative to the project root, so a run's provenance
-    holds no host's absolute paths (the data is named by its sha256 besides)."""
-    return os.path.relpath(Path(path).resolve(), PROJECT_ROOT)
-
-
 def _portable(parameters: dict[str, Any]) -> dict[str, Any]:
     return {name: ",".join(project_relative(p) for p in value.split(",")) if name in PATH_PARAMETERS else value
             for name, value in parameters.items()}
@@ -342,19 +236,42 @@ def _execute_notebooks(plan: RunPlan, manifest: dict[str, Any], kernel_name: str
         entry: dict[str, Any] = {"name": notebook.stem, "started": now_iso()}
         manifest["notebooks"].append(entry)
         began = time.time()
+        target = RunDir(plan.run_dir).notebook(notebook.stem)
         try:
-            papermill.execute_notebook(
-                str(notebook), str(RunDir(plan.run_dir).notebook(notebook.stem)), parameters=plan.parameters_for(notebook),
-                cwd=str(plan.run_dir), kernel_name=kernel_name, progress_bar=True,
-            )
+            with _relative_notebook_paths(target):
+                papermill.execute_notebook(str(notebook), str(target), parameters=plan.parameters_for(notebook),
+                                           cwd=str(plan.run_dir), kernel_name=kernel_name, progress_bar=True)
         except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
             entry.update(status="failed", error=notebook_error(err), seconds=round(time.time() - began, 1))
             manifest.update(status="failed", finished=now_iso())
             _write_manifest(plan, manifest)
-            raise NotebookFailed(f"{notebook.stem} failed: {entry['error']}; see {RunDir(plan.run_dir).notebook(notebook.stem)}") from None
+            raise NotebookFailed(f"{notebook.stem} failed: {entry['error']}; see {target}") from None
         entry.update(status="completed", seconds=round(time.time() - began, 1))
         _write_manifest(plan, manifest)
 
+
+@contextlib.contextmanager
+def _relative_notebook_paths(executed: Path) -> Iterator[None]:
+    """Once papermill has written the executed notebook (also when a cell failed), its recorded
+    paths become project-relative."""
+    try:
+        yield
+    finally:
+        if executed.is_file():
+            relative_papermill_paths(executed)
+
+
+def relative_papermill_paths(executed: Path) -> None:
+    """papermill records a notebook's input and output as the host's absolute paths; a run keeps
+    them relative to the project, as its manifest does."""
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    recorded = notebook.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if recorded.get(key):
+            recorded[key] = project_relative(recorded[key])
+    atomic_write(executed, nbformat.writes(notebook))
 
 class NotebookFailed(RuntimeError):
     """A notebook of a run raised; the message names the notebook, cell and error."""
@@ -386,8 +303,9 @@ def regenerate_tables(run_dir: str | os.PathLike[str], force: bool = False, kern
         raise FileExistsError(f"{target} exists; pass --force to regenerate the tables and REPRODUCTION.md")
     revision = git_revision()  # before 07 rewrites the run's files (tracked ones, in the committed smoke run)
     try:
-        papermill.execute_notebook(str(NOTEBOOKS_DIR / "07_tables.ipynb"), str(target), cwd=str(run),
-                                   parameters={"run_dir": "."}, kernel_name=kernel_name, progress_bar=True)
+        with _relative_notebook_paths(target):
+            papermill.execute_notebook(str(NOTEBOOKS_DIR / "07_tables.ipynb"), str(target), cwd=str(run),
+                                       parameters={"run_dir": "."}, kernel_name=kernel_name, progress_bar=True)
     except Exception as err:
         failed = target.with_name("07_tables.failed.ipynb")
         target.replace(failed) if target.exists() else None

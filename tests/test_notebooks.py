@@ -121,3 +121,12 @@ def test_the_committed_smoke_run_carries_no_library_noise(name):
                      if o.get("name") == "stderr")
     assert not any(n in stderr for n in noise), stderr[:1000]
     assert not re.search(r"(?m)^[IWEF]\d{4} \d\d:\d\d:", stderr), stderr[:1000]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_committed_smoke_run_records_no_host_paths(name):
+    """papermill's own record of each notebook (input and output) is project-relative, as the
+    manifest is: the committed run names no directory of the machine that made it."""
+    recorded = nbformat.read(SMOKE_RUN / name, as_version=4).metadata["papermill"]
+    assert (ROOT / recorded["input_path"]).resolve() == (SOURCES / name).resolve(), recorded["input_path"]
+    assert (ROOT / recorded["output_path"]).resolve() == (SMOKE_RUN / name).resolve(), recorded["output_path"]

@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from lightfer_utils import runner
+from lightfer_utils.parameters import ParameterError, assigned_names, check_range, parameter_schema
 from lightfer_utils.cli import main as lightfer
 
 
@@ -53,7 +54,7 @@ def test_plan_types_parameters_and_lists_missing_notebooks(notebooks, good_csv, 
     ("seed=4294967296", "parameter 'seed' must be between 0 and 4.29497e[+]09, got 4294967296"),
 ])
 def test_bad_parameters_fail_before_anything_runs(notebooks, good_csv, tmp_path, assignment, message):
-    with pytest.raises(runner.ParameterError, match=message):
+    with pytest.raises(ParameterError, match=message):
         plan(notebooks, good_csv, tmp_path, assignment)
     assert not (tmp_path / "run").exists()
 
@@ -69,7 +70,7 @@ def test_path_parameters_are_resolved_where_lightfer_run_is_called(good_csv, tmp
                         notebooks_dir=folder)
     assert p.parameters["resume_from"] == f"{tmp_path / 'models' / 'a'},{tmp_path / 'models' / 'b'}"
     assert p.parameters["models"] == "models/a"  # not a path parameter
-    with pytest.raises(runner.ParameterError, match="'resume_from': models/c does not exist"):
+    with pytest.raises(ParameterError, match="'resume_from': models/c does not exist"):
         runner.plan_run("smoke", good_csv[0], tmp_path / "run", ["resume_from=models/c"], notebooks_dir=folder)
     assert not (tmp_path / "run").exists()
 
@@ -82,7 +83,7 @@ def test_bad_parameter_on_the_command_line_is_one_clear_line(good_csv, tmp_path,
 
 
 def test_unknown_profile_and_missing_data(notebooks, good_csv, tmp_path):
-    with pytest.raises(runner.ParameterError, match="unknown profile 'fast'"):
+    with pytest.raises(ParameterError, match="unknown profile 'fast'"):
         plan(notebooks, good_csv, tmp_path, profile="fast")
     with pytest.raises(FileNotFoundError, match="FER2013 not found"):
         runner.plan_run("smoke", tmp_path / "missing", tmp_path / "run", [], notebooks_dir=notebooks)
@@ -113,6 +114,10 @@ def test_execute_writes_notebooks_and_manifest(notebooks, good_csv, tmp_path):
     assert saved["host"]["logical_cores"] >= 1 and saved["started"] and saved["finished"]
     statuses = {n["name"]: n["status"] for n in saved["notebooks"]}
     assert statuses["01_data"] == "completed" and statuses["07_tables"].startswith("skipped")
+    recorded = nbformat.read(run / "01_data.ipynb", as_version=4).metadata["papermill"]  # papermill's own record
+    assert not Path(recorded["output_path"]).is_absolute()
+    assert (runner.PROJECT_ROOT / recorded["output_path"]).resolve() == (run / "01_data.ipynb").resolve()
+    assert (runner.PROJECT_ROOT / recorded["input_path"]).resolve() == (notebooks / "01_data.ipynb").resolve()
 
 
 def test_the_reproduce_profile_starts_from_the_shipped_models(good_csv, tmp_path):
@@ -142,6 +147,8 @@ def test_failing_notebook_marks_the_run_failed(tmp_path, good_csv):
     saved = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert saved["status"] == "failed" and saved["notebooks"][-1]["status"] == "failed"
     assert saved["notebooks"][-1]["error"].endswith(": RuntimeError: boom")
+    recorded = nbformat.read(tmp_path / "run" / "01_data.ipynb", as_version=4).metadata["papermill"]
+    assert not Path(recorded["input_path"]).is_absolute() and not Path(recorded["output_path"]).is_absolute()
 
 
 def test_invalid_data_leaves_no_run_directory_behind(notebooks, tmp_path):
@@ -167,22 +174,22 @@ def test_tables_on_a_run_without_tables_is_one_line_and_leaves_nothing(tmp_path,
 
 def test_a_parameter_line_papermill_cannot_parse_is_an_error(tmp_path):
     make_notebook(tmp_path / "01_data.ipynb", 'data_path: str = ""  # "" = default\nseed: int = 0', "pass")
-    with pytest.raises(runner.ParameterError, match="data_path"):
-        runner.parameter_schema([tmp_path / "01_data.ipynb"])
+    with pytest.raises(ParameterError, match="data_path"):
+        parameter_schema([tmp_path / "01_data.ipynb"])
 
 
 def test_every_project_notebook_exposes_all_its_parameters():
     notebooks = sorted(runner.NOTEBOOKS_DIR.glob("0*.ipynb"))
-    schema = runner.parameter_schema(notebooks)
+    schema = parameter_schema(notebooks)
     assert {"data_path", "run_dir", "seed"} <= set(schema)
     for notebook in notebooks:
-        assert set(runner.assigned_names(notebook)) <= set(schema)
+        assert set(assigned_names(notebook)) <= set(schema)
 
 
 def test_only_runs_the_named_notebooks(notebooks, good_csv, tmp_path):
     p = runner.plan_run("smoke", good_csv[0], tmp_path / "run", [], notebooks_dir=notebooks, only=["03"])
     assert [n.stem for n in p.notebooks] == ["03_pruning"] and "seed" not in p.schema
-    with pytest.raises(runner.ParameterError, match="unknown notebook"):
+    with pytest.raises(ParameterError, match="unknown notebook"):
         runner.plan_run("smoke", good_csv[0], tmp_path / "run2", [], notebooks_dir=notebooks, only=["09"])
 
 
@@ -202,7 +209,7 @@ def test_tables_rebuilds_07_from_a_runs_tables_and_records_the_code_that_did(tmp
 
 
 def test_run_dir_cannot_point_a_run_at_another_run(good_csv, tmp_path):
-    with pytest.raises(runner.ParameterError, match="parameter 'run_dir' is set with --out, not -p"):
+    with pytest.raises(ParameterError, match="parameter 'run_dir' is set with --out, not -p"):
         runner.plan_run("smoke", good_csv[0], tmp_path / "run", [f"run_dir={tmp_path / 'finished'}"])
     assert not (tmp_path / "run").exists()
 
@@ -225,8 +232,8 @@ def test_the_notebooks_name_the_lightfer_kernel_and_setup_installs_it():
 def test_every_profile_value_is_in_its_parameter_range():
     for profile in runner.PROFILES.values():
         for name, value in profile.items():
-            runner.check_range(name, value)
-    with pytest.raises(runner.ParameterError, match="parameter 'sparsities' must be between 0 and 0.99, got 1.5"):
-        runner.check_range("sparsities", "0.5,1.5")
-    with pytest.raises(runner.ParameterError, match="parameter 'batch_sizes' takes comma-separated ints"):
-        runner.check_range("batch_sizes", "64,many")
+            check_range(name, value)
+    with pytest.raises(ParameterError, match="parameter 'sparsities' must be between 0 and 0.99, got 1.5"):
+        check_range("sparsities", "0.5,1.5")
+    with pytest.raises(ParameterError, match="parameter 'batch_sizes' takes comma-separated ints"):
+        check_range("batch_sizes", "64,many")

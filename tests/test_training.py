@@ -132,6 +132,21 @@ def test_interrupted_training_resumes_to_the_same_place(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_run_records_where_its_data_came_from_relative_to_the_project(tmp_path):
+    import dataclasses
+
+    from lightfer_utils.runtime.provenance import PROJECT_ROOT
+
+    config = TrainConfig(model_config={"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0},
+                         epochs=1, batch_size=16, patience=0, warmup_epochs=0)
+    (tmp_path / "faces").mkdir()
+    train_data = dataclasses.replace(tiny_split(32, 1, 0), origin=str(tmp_path / "faces"))
+    train(config, train_data, tiny_split(21, 2, 1), tmp_path / "run", verbose=0)
+    origin = json.loads(TrainingDir(tmp_path / "run").data.read_text())["origin"]
+    assert not Path(origin).is_absolute() and (PROJECT_ROOT / origin).resolve() == (tmp_path / "faces").resolve()
+    train(config, tiny_split(32, 1, 0), tiny_split(21, 2, 1), tmp_path / "generated", verbose=0)
+    assert json.loads(TrainingDir(tmp_path / "generated").data.read_text())["origin"] == "generated"
+
 def test_a_run_directory_is_not_reused_for_another_config(tmp_path):
     config = TrainConfig(model_config={"widths": (8, 8, 8, 8)}, epochs=1, batch_size=16, patience=0)
     train(config, tiny_split(32, 1, 0), tiny_split(14, 2, 1), tmp_path / "run", verbose=0)

@@ -17,6 +17,12 @@ from typing import Any, Dict, Iterable, Optional
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def project_relative(path: "os.PathLike[str] | str") -> str:
+    """A path as records keep it: relative to the project root (with ``..`` when outside it), so
+    provenance holds no host's absolute paths."""
+    return os.path.relpath(str(Path(path).resolve()), str(PROJECT_ROOT))
+
+
 def cache_dir() -> Path:
     """The machine's cache for lightfer (decoded data, live training, fetched files):
     $LIGHTFER_CACHE, default ~/.cache/lightfer."""

@@ -22,7 +22,7 @@ import numpy as np
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime.model_card import ModelCard
 from lightfer_utils.runtime.predictor import keras_predictor, load_predictor
-from lightfer_utils.runtime.provenance import PROJECT_ROOT, file_sha256, host_info
+from lightfer_utils.runtime.provenance import file_sha256, host_info, project_relative
 from lightfer_utils.runtime.shipped_models import DERIVED_SUFFIX
 from lightfer_utils.training.evaluate import compare_formats, count_flops, count_parameters, evaluate, parity_table
 from lightfer_utils.training.prune import compression_ratio, magnitude_prune, nonzero_parameters, sparsity_table
@@ -96,13 +96,6 @@ def pruned_model(record_dir: str | os.PathLike[str], data: FerData, compression:
     partial.replace(target)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return target
-
-
-def project_relative(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(PROJECT_ROOT.resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _refuse_unfinished(record: TrainingDir) -> None:

@@ -31,7 +31,7 @@ from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import keras_predictor, model_input
 from lightfer_utils.training.evaluate import count_flops, count_parameters
 from lightfer_utils.training.models import build_model
-from lightfer_utils.runtime.provenance import cpu_model
+from lightfer_utils.runtime.provenance import cpu_model, project_relative
 from lightfer_utils.training.pipeline import evaluation_dataset, steps_per_epoch, training_dataset
 from lightfer_utils.training.config import Augmentation, TrainConfig, load_config, project_path
 from lightfer_utils.training.precision import precision_policy, session_precision
@@ -323,10 +323,10 @@ def _train(config: TrainConfig, precision: str, train_data: FerData, val_data: F
     work.root.mkdir(parents=True, exist_ok=True)
     if not work.config.exists():
         work.config.write_text(config.to_json() if not record.config.exists() else record.config.read_text())
+        origin = project_relative(train_data.origin) if Path(train_data.origin).exists() else train_data.origin
         work.data.write_text(record.data.read_text() if record.data.exists() else json.dumps(
             {"train_sha256": train_data.sha256, "val_sha256": val_data.sha256,
-             "train_records": len(train_data), "val_records": len(val_data), "origin": train_data.origin},
-            indent=2))
+             "train_records": len(train_data), "val_records": len(val_data), "origin": origin}, indent=2))
         if work.root != record.root:
             work.mirror_to(record)
 
