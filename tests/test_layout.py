@@ -112,7 +112,7 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 # Modules and functions over the limits when the limits came in (2026-12-07), each at its size then:
 # ceilings that may only shrink, until each is split (issue: the house).
 MODULE_CEILINGS = {"lightfer_utils/data.py": 630, "lightfer_utils/training/train.py": 506,
-                   "lightfer_utils/training/prune.py": 424, "lightfer_utils/runtime/tagging.py": 434}
+                   "lightfer_utils/training/prune.py": 422, "lightfer_utils/runtime/tagging.py": 434}
 FUNCTION_CEILINGS = {"lightfer_utils/data.py:read_ferplus": 62, "lightfer_utils/training/paper_model.py:ship_paper_model": 68,
                      "lightfer_utils/training/shipping.py:ship_int8": 65,
                      "lightfer_utils/training/shipping.py:ship_edge_model": 69, "lightfer_utils/training/train.py:_train": 71}

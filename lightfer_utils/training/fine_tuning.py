@@ -75,3 +75,10 @@ def fine_tune(
                        callbacks=[*(callbacks or []), *([best_epoch_keeper(epochs)] if keep_best else []),
                                   *saving],
                        verbose=verbose)
+
+
+def save_uncompiled(model: keras.Model, path: Path) -> None:
+    """`model` saved without its optimizer state: an uncompiled copy holding its weights."""
+    plain = keras.models.clone_model(model)
+    plain.set_weights(model.get_weights())
+    plain.save(path)

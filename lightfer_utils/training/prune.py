@@ -22,7 +22,7 @@ import tf_keras as keras
 
 from lightfer_utils.data import FerData
 from lightfer_utils.runtime.predictor import model_input
-from lightfer_utils.training.fine_tuning import fine_tune
+from lightfer_utils.training.fine_tuning import fine_tune, save_uncompiled
 from lightfer_utils.training.pipeline import steps_per_epoch
 
 # tfmot prunes these kernels (of a SeparableConv2D its pointwise kernel; the depthwise one stays dense)
@@ -330,9 +330,7 @@ def variant_row(
     from lightfer_utils.training.evaluate import count_flops, evaluate
     from lightfer_utils.runtime.predictor import keras_predictor
 
-    weights_only = keras.models.clone_model(model)  # uncompiled: the file holds no optimizer state
-    weights_only.set_weights(model.get_weights())
-    weights_only.save(saved)
+    save_uncompiled(model, saved)
     predict = keras_predictor(model)
     kernels = sparsity_table(model)
     return {

@@ -162,11 +162,10 @@ def shipped(folder: str | os.PathLike[str], recipe: Recipe, dense: keras.Model, 
 def save_weights_only(model: keras.Model, path: Path) -> None:
     """Uncompiled (no optimizer state in the file), deflated (pruned zeros cost almost nothing in git)."""
     from lightfer_utils.training.derived import deflate_keras
+    from lightfer_utils.training.fine_tuning import save_uncompiled
 
-    plain = keras.models.clone_model(model)
-    plain.set_weights(model.get_weights())
     partial = path.with_name(f"{path.stem}.partial.keras")
-    plain.save(partial)
+    save_uncompiled(model, partial)
     deflate_keras(partial)
     os.replace(partial, path)
 
