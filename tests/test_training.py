@@ -147,6 +147,19 @@ def test_a_run_records_where_its_data_came_from_relative_to_the_project(tmp_path
     train(config, tiny_split(32, 1, 0), tiny_split(21, 2, 1), tmp_path / "generated", verbose=0)
     assert json.loads(TrainingDir(tmp_path / "generated").data.read_text())["origin"] == "generated"
 
+def test_a_long_epoch_shows_its_steps_and_the_evaluation_that_closes_it(tmp_path):
+    import io
+
+    from lightfer_utils.training.progress import BatchProgress
+
+    config = TrainConfig(model_config={"widths": (8, 8, 8, 8), "blocks": (0, 1, 1, 1), "dropout": 0.0},
+                         epochs=2, batch_size=16, patience=0, warmup_epochs=0)
+    shown = io.StringIO()
+    train(config, tiny_split(64, 1, 0), tiny_split(21, 2, 1), tmp_path / "run", verbose=0, callbacks=[BatchProgress(shown)])
+    text = shown.getvalue()
+    for expected in ("epoch 1/2", "epoch 2/2", "4/4", "loss=", "accuracy=", "epoch 2/2: PublicTest"):
+        assert expected in text, (expected, text[-500:])
+
 def test_a_run_directory_is_not_reused_for_another_config(tmp_path):
     config = TrainConfig(model_config={"widths": (8, 8, 8, 8)}, epochs=1, batch_size=16, patience=0)
     train(config, tiny_split(32, 1, 0), tiny_split(14, 2, 1), tmp_path / "run", verbose=0)

@@ -34,6 +34,7 @@ def _train(args: argparse.Namespace) -> int:
     from lightfer_utils.cli.common import load_labelled
     from lightfer_utils.data import stratified_subset
     from lightfer_utils.training.config import load_config
+    from lightfer_utils.training.progress import BatchProgress
     from lightfer_utils.training.train import train
     from lightfer_utils.training.trainingdir import TrainingDir
 
@@ -60,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.subset < 1:
         data = stratified_subset(data, args.subset, seed=config.seed)
     train(config, data.split("Training"), data.split("PublicTest"), out,
-          precision=given.get("precision") if args.resume else None, live=args.live)
+          precision=given.get("precision") if args.resume else None, live=args.live, callbacks=[BatchProgress()])
     print(f"best weights: {TrainingDir(out).best_weights}; ship them with: lightfer maintain ship {out} --name NAME")
     return 0
 

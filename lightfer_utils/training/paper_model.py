@@ -25,6 +25,7 @@ from lightfer_utils.runtime.predictor import keras_predictor, load_predictor
 from lightfer_utils.runtime.provenance import file_sha256, host_info, project_relative
 from lightfer_utils.runtime.shipped_models import DERIVED_SUFFIX
 from lightfer_utils.training.evaluate import compare_formats, count_flops, count_parameters, evaluate, parity_table
+from lightfer_utils.training.progress import BatchProgress
 from lightfer_utils.training.prune import compression_ratio, magnitude_prune, nonzero_parameters, sparsity_table
 from lightfer_utils.training.derived import deflate_keras, derive
 from lightfer_utils.training.export import ONNX_OPSET
@@ -90,7 +91,8 @@ def pruned_model(record_dir: str | os.PathLike[str], data: FerData, compression:
     dense = load_best(record_dir)
     pruned = magnitude_prune(dense, data.split("Training"), data.split("PublicTest"), compression.sparsity,
                              compression.epochs, batch_size=compression.batch_size,
-                             learning_rate=compression.learning_rate, seed=seed, checkpoint_dir=checkpoints)
+                             learning_rate=compression.learning_rate, seed=seed, checkpoint_dir=checkpoints,
+                             callbacks=[BatchProgress()])
     partial = work / "pruned.partial.keras"
     pruned.save(partial)  # uncompiled after strip_pruning: no optimizer state in the file
     partial.replace(target)

@@ -70,8 +70,8 @@ def magnitude_prune(
     wrapped = keras.models.clone_model(model, clone_function=wrap)
     wrapped.set_weights(_weights_for_wrapped(model, wrapped))
     with tempfile.TemporaryDirectory() as logs:
-        fine_tune(wrapped, train_data, val_data, epochs,
-                  callbacks=[sparsity.UpdatePruningStep(), sparsity.PruningSummaries(log_dir=logs)], **fine_tune_args)
+        fine_tune(wrapped, train_data, val_data, epochs, callbacks=[sparsity.UpdatePruningStep(),
+                  sparsity.PruningSummaries(log_dir=logs), *fine_tune_args.pop("callbacks", [])], **fine_tune_args)
     return sparsity.strip_pruning(wrapped)
 
 
