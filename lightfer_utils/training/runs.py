@@ -38,7 +38,8 @@ def summarize(runs: list[Path], at: list[int]) -> pd.DataFrame:
     """One row per run: epochs done of planned, status, best PublicTest (%) and its epoch, the best
     PublicTest reached by each epoch in `at` (empty where the run had not got that far), median
     seconds per epoch (the hardware and any concurrent jobs decide it), and the hours the epochs
-    left would take at that pace (at most: early stopping may end a run sooner)."""
+    left would take at the pace of the last three epochs (a run resumed on another kind of CPU
+    trains at that CPU's pace; at most: early stopping may end a run sooner)."""
     rows = []
     for run in runs:
         config, state, history = _read_run(run)
@@ -53,7 +54,8 @@ def summarize(runs: list[Path], at: list[int]) -> pd.DataFrame:
             row[f"best by {epoch}"] = round(float(accuracy[accuracy.index <= epoch].max()), 2) if done >= epoch else None
         row["s/epoch"] = round(float(history.seconds.median()), 1) if "seconds" in history else None
         in_progress = row["status"] == "in progress" and row["s/epoch"] is not None
-        row["h left"] = round((config["epochs"] - done) * row["s/epoch"] / 3600, 1) if in_progress else 0.0
+        recent = float(history.seconds.tail(3).median()) if in_progress else 0.0
+        row["h left"] = round((config["epochs"] - done) * recent / 3600, 1)
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
 
