@@ -119,5 +119,7 @@ def test_the_paper_model_s_recipe_is_its_card_s_compression_and_rebuilds_after_i
     assert steps[-1].describe().startswith("prune a during fine-tuning (tfmot; sparsity 0.5, epochs 1")
     where = recipes.rebuild("p", tiny_data(), tmp_path / "out", models_dir=tmp_path / "models")
     rebuilt = json.loads((tmp_path / "out" / "models" / "p.card.json").read_text())
-    assert rebuilt["compression"]["source"] == str(where["a"]) and rebuilt["kind"] == "paper"
+    source = rebuilt["compression"]["source"]  # relative to the project, as every record's path
+    assert not Path(source).is_absolute() and (recipes.provenance.PROJECT_ROOT / source).resolve() == where["a"].resolve()
+    assert rebuilt["kind"] == "paper"
     assert where["p"] == tmp_path / "out" / "p" / "compression" and (where["p"] / "pruned.keras").is_file()
